@@ -1,0 +1,191 @@
+/*
+ * bunring.h — the whole C ABI of the bunring shim (libbunring.so).
+ *
+ * The shim owns the event loops (io_uring or epoll) and runs them on native threads it creates; the
+ * TypeScript side (ffi/) fills a bunring_config, calls bunring_server_start, maps the stats block once
+ * and later calls bunring_server_stop / bunring_server_done / bunring_server_free. No function here
+ * exits or aborts: failures come back as a negative errno plus a message in a bunring_error.
+ *
+ * Every struct here is plain data with fixed-width fields so ffi/layout.ts can mirror it by offset.
+ */
+#ifndef BUNRING_H
+#define BUNRING_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define BUNRING_API __attribute__((visibility("default")))
+
+#define BUNRING_ABI_VERSION 1u
+
+enum bunring_backend {
+    BUNRING_BACKEND_URING = 0,
+    BUNRING_BACKEND_EPOLL = 1,
+};
+
+#define BUNRING_MAX_CPUS 256u
+#define BUNRING_MAX_THREADS 64u
+
+/* Server configuration. All fields are validated again by the shim (the TS side validates first
+ * and gives the friendlier message). Layout: 4-byte fields, then the cpu list. */
+struct bunring_config {
+    uint32_t backend;           /* enum bunring_backend */
+    uint32_t port;              /* 0 = ephemeral */
+    uint32_t threads;           /* loops, 1..BUNRING_MAX_THREADS */
+    uint32_t buffer_size;       /* bytes per receive buffer, 512..1 MiB */
+    uint32_t buffer_count;      /* buffers per loop, power of two, 16..32768 */
+    uint32_t max_connections;   /* whole server; split evenly across loops */
+    uint32_t max_pending_bytes; /* per connection: receiving pauses at this many unechoed bytes */
+    uint32_t backlog;           /* listen(2) backlog */
+    uint32_t drain_ms;          /* stop(): how long in-flight echoes may finish */
+    uint32_t idle_timeout_ms;   /* 0 = never; else close connections idle this long */
+    uint32_t flags;             /* BUNRING_FLAG_* */
+    uint32_t cpu_count;         /* entries used in cpus[]; 0 = no pinning */
+    int32_t cpus[BUNRING_MAX_CPUS];
+};
+
+#define BUNRING_FLAG_SQPOLL (1u << 0)      /* ask for IORING_SETUP_SQPOLL */
+#define BUNRING_FLAG_NO_DEFER (1u << 1)    /* do not use DEFER_TASKRUN/SINGLE_ISSUER (testing) */
+#define BUNRING_FLAG_FORCE_NO_URING (1u << 2) /* behave as if io_uring were unavailable (testing) */
+
+/* An error coming back from the shim: negative errno (or 0) and a human message. */
+struct bunring_error {
+    int32_t code;
+    char message[252];
+};
+
+/* io_uring ring features actually in use by a running uring server, and probe results. */
+#define BUNRING_FEAT_SINGLE_ISSUER (1u << 0)
+#define BUNRING_FEAT_DEFER_TASKRUN (1u << 1)
+#define BUNRING_FEAT_COOP_TASKRUN (1u << 2)
+#define BUNRING_FEAT_SQPOLL (1u << 3)
+#define BUNRING_FEAT_REGISTERED_RING_FD (1u << 4)
+#define BUNRING_FEAT_MULTISHOT_ACCEPT (1u << 5)
+#define BUNRING_FEAT_MULTISHOT_RECV (1u << 6)
+#define BUNRING_FEAT_BUF_RING (1u << 7)
+#define BUNRING_FEAT_RECV_BUNDLE (1u << 8)
+#define BUNRING_FEAT_BUF_RING_INC (1u << 9)
+#define BUNRING_FEAT_FIXED_FILES (1u << 10)
+#define BUNRING_FEAT_NO_SQARRAY (1u << 11)
+#define BUNRING_FEAT_SEND_BUNDLE (1u << 12)
+#define BUNRING_FEAT_COUNT 13u
+
+/*
+ * Per-loop statistics: BUNRING_STAT_COUNT 64-bit counters, each written only by its loop thread
+ * with plain (relaxed) stores and read by TS without locks. A server with N loops exposes N blocks
+ * of BUNRING_STATS_STRIDE counters (padded so loops never share a cache line); TS sums them.
+ * Names come from bunring_stat_name() so ffi/ can check its copy of this order at load time.
+ */
+enum bunring_stat {
+    BUNRING_STAT_CONN_ACCEPTED = 0,   /* connections accepted and served */
+    BUNRING_STAT_CONN_OPEN,           /* gauge: connections open now */
+    BUNRING_STAT_CONN_CLOSED_EOF,     /* peer closed (after we echoed everything) */
+    BUNRING_STAT_CONN_CLOSED_RESET,   /* ECONNRESET / EPIPE / other socket error */
+    BUNRING_STAT_CONN_CLOSED_STOP,    /* closed by stop() */
+    BUNRING_STAT_CONN_CLOSED_IDLE,    /* closed by idle timeout */
+    BUNRING_STAT_CONN_REJECTED,       /* closed at once: maxConnections reached */
+    BUNRING_STAT_ACCEPT_ERRORS,       /* accept failed (EMFILE, ENFILE, ENOMEM, ...) */
+    BUNRING_STAT_BYTES_IN,
+    BUNRING_STAT_BYTES_OUT,
+    BUNRING_STAT_RECV_COMPLETIONS,    /* successful receives (uring CQEs / epoll recv calls) */
+    BUNRING_STAT_SEND_COMPLETIONS,    /* successful sends */
+    BUNRING_STAT_SHORT_SENDS,         /* sends that moved fewer bytes than asked */
+    BUNRING_STAT_SEND_EAGAIN,         /* epoll: send would block, bytes queued */
+    BUNRING_STAT_ENOBUFS,             /* no receive buffer was free */
+    BUNRING_STAT_PAUSES,              /* times a connection hit maxPendingBytes */
+    BUNRING_STAT_PAUSED_NOW,          /* gauge: connections paused now */
+    BUNRING_STAT_RECV_REARMS,         /* multishot recv re-armed after it ended */
+    BUNRING_STAT_ACCEPT_REARMS,       /* multishot accept re-armed after it ended */
+    BUNRING_STAT_STALE_COMPLETIONS,   /* completions for a closed connection (generation mismatch) */
+    BUNRING_STAT_LOOP_ITERATIONS,
+    BUNRING_STAT_WAIT_CALLS,          /* io_uring_enter / epoll_wait calls */
+    BUNRING_STAT_ALLOCS_AFTER_START,  /* heap allocations after the loop started: must stay 0 */
+    BUNRING_STAT_BUFFERS_TOTAL,       /* gauge: receive buffers owned by the loop */
+    BUNRING_STAT_BUFFERS_IN_USE,      /* gauge: buffers holding unechoed bytes */
+    BUNRING_STAT_ERRORS,              /* unexpected errors (not peer behaviour) */
+    BUNRING_STAT_COUNT
+};
+#define BUNRING_STATS_STRIDE 32u /* >= BUNRING_STAT_COUNT, multiple of 8 (64-byte lines) */
+
+/*
+ * user_data layout (io_uring): every operation's context packed into the 64-bit user_data.
+ *
+ *   bits  0..7   op          enum bunring_op
+ *   bits  8..23  buffer id   provided-buffer id (send: the buffer being echoed), 0..65535
+ *   bits 24..43  slot        connection slot in the loop's table, 0..(2^20 - 1)
+ *   bits 44..63  generation  slot generation, 0..(2^20 - 1), bumped each time the slot is freed
+ *
+ * A completion whose generation differs from its slot's current one belongs to a connection that
+ * is gone (even if a new connection now has the same fd or slot) and is only used to return its
+ * buffer. Encode/decode are the only code that knows these shifts.
+ */
+enum bunring_op {
+    BUNRING_OP_ACCEPT = 1,
+    BUNRING_OP_RECV = 2,
+    BUNRING_OP_SEND = 3,
+    BUNRING_OP_CANCEL = 4,
+    BUNRING_OP_WAKE = 5,
+    BUNRING_OP_TIMEOUT = 6,
+    BUNRING_OP_CLOSE = 7,
+};
+
+#define BUNRING_UD_OP_BITS 8u
+#define BUNRING_UD_BID_BITS 16u
+#define BUNRING_UD_SLOT_BITS 20u
+#define BUNRING_UD_GEN_BITS 20u
+#define BUNRING_UD_MAX_SLOT ((1u << BUNRING_UD_SLOT_BITS) - 1u)
+#define BUNRING_UD_MAX_GEN ((1u << BUNRING_UD_GEN_BITS) - 1u)
+
+static inline uint64_t bunring_ud_pack(uint32_t op, uint32_t bid, uint32_t slot, uint32_t gen)
+{
+    return (uint64_t)(op & 0xffu) | ((uint64_t)(bid & 0xffffu) << 8) |
+           ((uint64_t)(slot & BUNRING_UD_MAX_SLOT) << 24) | ((uint64_t)(gen & BUNRING_UD_MAX_GEN) << 44);
+}
+static inline uint32_t bunring_ud_op(uint64_t ud) { return (uint32_t)(ud & 0xffu); }
+static inline uint32_t bunring_ud_bid(uint64_t ud) { return (uint32_t)((ud >> 8) & 0xffffu); }
+static inline uint32_t bunring_ud_slot(uint64_t ud) { return (uint32_t)((ud >> 24) & BUNRING_UD_MAX_SLOT); }
+static inline uint32_t bunring_ud_gen(uint64_t ud) { return (uint32_t)((ud >> 44) & BUNRING_UD_MAX_GEN); }
+
+/* Exported copies of the above so tests can check round-trips through the real code. */
+BUNRING_API uint64_t bunring_ud_encode(uint32_t op, uint32_t bid, uint32_t slot, uint32_t gen);
+BUNRING_API uint32_t bunring_ud_decode_op(uint64_t ud);
+BUNRING_API uint32_t bunring_ud_decode_bid(uint64_t ud);
+BUNRING_API uint32_t bunring_ud_decode_slot(uint64_t ud);
+BUNRING_API uint32_t bunring_ud_decode_gen(uint64_t ud);
+
+/* ---- library info ---- */
+BUNRING_API uint32_t bunring_abi_version(void);
+BUNRING_API uint32_t bunring_stat_count(void);
+BUNRING_API const char *bunring_stat_name(uint32_t index);   /* NULL past the end */
+BUNRING_API const char *bunring_feature_name(uint32_t bit);  /* NULL past the end */
+BUNRING_API uint32_t bunring_config_size(void);              /* sizeof(struct bunring_config) */
+
+/* What the running kernel supports: BUNRING_FEAT_* bits, or 0 with err filled if io_uring cannot be
+ * used at all (disabled by sysctl, blocked by seccomp, too old). kernel_release gets uname -r. */
+BUNRING_API uint32_t bunring_probe(struct bunring_error *err, char *kernel_release, uint32_t release_len);
+
+/* ---- servers ---- */
+typedef struct bunring_server bunring_server;
+
+/* Starts a server: binds, listens and sets up every loop before returning. host is an IPv4 or IPv6
+ * literal. Returns NULL with err filled on any failure, having released everything it took. */
+BUNRING_API bunring_server *bunring_server_start(const struct bunring_config *cfg, const char *host,
+                                                 struct bunring_error *err);
+BUNRING_API uint32_t bunring_server_port(const bunring_server *srv);
+BUNRING_API uint32_t bunring_server_features(const bunring_server *srv); /* BUNRING_FEAT_* in use */
+BUNRING_API uint32_t bunring_server_threads(const bunring_server *srv);
+/* Base of threads * BUNRING_STATS_STRIDE uint64 counters, valid until bunring_server_free. */
+BUNRING_API uint64_t *bunring_server_stats(bunring_server *srv);
+/* Asks every loop to stop: no new connections, in-flight echoes finish for up to drain_ms, then all
+ * connections close. Returns at once; idempotent. */
+BUNRING_API void bunring_server_stop(bunring_server *srv, uint32_t drain_ms);
+/* 1 once every loop thread has finished (stop completed), else 0. Never blocks. */
+BUNRING_API uint32_t bunring_server_done(const bunring_server *srv);
+/* Stops (if needed), joins the loop threads and frees everything. Blocks until the loops end. */
+BUNRING_API void bunring_server_free(bunring_server *srv);
+
+/* ---- load generator (bench client): declarations below this line belong to loadgen.c ---- */
+/* BUNRING_LOADGEN_BEGIN */
+/* BUNRING_LOADGEN_END */
+
+#endif
