@@ -1,0 +1,225 @@
+/*
+ * conn.c — what both event loops share: the connection table (slots with generations, a free list),
+ * each connection's queue of received-but-unechoed buffers (linked through per-buffer arrays, so a
+ * queue costs no memory of its own), the pause limits, the starved list, and the loop's allocation
+ * helper that counts any allocation made after the loop started.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+void set_error(struct bunring_error *err, int code, const char *fmt, ...)
+{
+    if (!err)
+        return;
+    err->code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->message, sizeof(err->message), fmt, ap);
+    va_end(ap);
+}
+
+uint32_t loop_clock_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint32_t)((uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u);
+}
+
+void *loop_alloc(struct loop *l, size_t bytes)
+{
+    if (l->started)
+        stat_add(l, BUNRING_STAT_ALLOCS_AFTER_START, 1);
+    return calloc(1, bytes ? bytes : 1);
+}
+
+void *loop_alloc_aligned(struct loop *l, size_t align, size_t bytes)
+{
+    void *p = NULL;
+    if (l->started)
+        stat_add(l, BUNRING_STAT_ALLOCS_AFTER_START, 1);
+    if (posix_memalign(&p, align, bytes ? bytes : 1) != 0)
+        return NULL;
+    memset(p, 0, bytes);
+    return p;
+}
+
+int loop_alloc_tables(struct loop *l, struct bunring_error *err)
+{
+    const struct bunring_config *cfg = &l->srv->cfg;
+    uint32_t n = l->srv->nloops;
+    l->max_conns = (cfg->max_connections + n - 1) / n;
+    l->buf_size = cfg->buffer_size;
+    l->buf_count = cfg->buffer_count;
+    l->conns = loop_alloc(l, sizeof(struct conn) * l->max_conns);
+    l->buf_next = loop_alloc(l, sizeof(uint16_t) * l->buf_count);
+    l->buf_len = loop_alloc(l, sizeof(uint32_t) * l->buf_count);
+    /* Page-aligned so the kernel pins whole pages; untouched pages cost no memory until used. */
+    l->buf_mem = loop_alloc_aligned(l, 4096, (size_t)l->buf_size * l->buf_count);
+    if (!l->conns || !l->buf_next || !l->buf_len || !l->buf_mem) {
+        set_error(err, -ENOMEM, "out of memory allocating %u connection slots and %u buffers of %u bytes",
+                  l->max_conns, l->buf_count, l->buf_size);
+        return -ENOMEM;
+    }
+    for (uint32_t i = 0; i < l->max_conns; i++) {
+        l->conns[i].fd = -1;
+        l->conns[i].next = i + 1 < l->max_conns ? i + 1 : NO_SLOT;
+    }
+    l->free_head = 0;
+    l->starved_head = NO_SLOT;
+    for (uint32_t i = 0; i < l->buf_count; i++)
+        l->buf_next[i] = (uint16_t)(i + 1 < l->buf_count ? i + 1 : NO_BUF);
+    l->free_buf_head = 0;
+    l->free_bufs = l->buf_count;
+
+    uint32_t cap = cfg->max_pending_bytes;
+    l->pause_bytes = cap;
+    /* Small receives each take a whole buffer: also bound the buffers one connection may hold. */
+    uint32_t per_cap = (cap + l->buf_size - 1) / l->buf_size;
+    l->pause_buffers = per_cap * 2 < 4 ? 4 : per_cap * 2;
+    l->idle_ms = cfg->idle_timeout_ms;
+    stat_add(l, BUNRING_STAT_BUFFERS_TOTAL, l->buf_count);
+    return 0;
+}
+
+void loop_free_tables(struct loop *l)
+{
+    free(l->conns);
+    free(l->buf_next);
+    free(l->buf_len);
+    free(l->buf_mem);
+    l->conns = NULL;
+    l->buf_next = NULL;
+    l->buf_len = NULL;
+    l->buf_mem = NULL;
+}
+
+struct conn *conn_open(struct loop *l, int fd)
+{
+    if (l->free_head == NO_SLOT)
+        return NULL;
+    struct conn *c = &l->conns[l->free_head];
+    l->free_head = c->next;
+    uint32_t gen = c->gen;
+    memset(c, 0, sizeof(*c));
+    c->gen = gen;
+    c->fd = fd;
+    c->flags = CONN_IN_USE;
+    c->q_head = NO_BUF;
+    c->q_tail = NO_BUF;
+    c->next = NO_SLOT;
+    c->last_active = l->now_ms;
+    l->open_conns++;
+    stat_add(l, BUNRING_STAT_CONN_ACCEPTED, 1);
+    stat_add(l, BUNRING_STAT_CONN_OPEN, 1);
+    return c;
+}
+
+static void starved_unlink(struct loop *l, struct conn *c)
+{
+    uint32_t slot = conn_slot(l, c);
+    uint32_t *link = &l->starved_head;
+    while (*link != NO_SLOT && *link != slot)
+        link = &l->conns[*link].next;
+    if (*link == slot)
+        *link = c->next;
+    c->flags &= ~(uint32_t)CONN_STARVED;
+}
+
+void conn_release(struct loop *l, struct conn *c)
+{
+    if (c->flags & CONN_STARVED)
+        starved_unlink(l, c); /* rare: a starved connection that closes */
+    if (c->fd >= 0)
+        close(c->fd);
+    if (c->flags & CONN_PAUSED)
+        stat_sub(l, BUNRING_STAT_PAUSED_NOW, 1);
+    stat_add(l, (enum bunring_stat)c->close_reason, 1);
+    stat_sub(l, BUNRING_STAT_CONN_OPEN, 1);
+    c->fd = -1;
+    c->flags = 0;
+    c->gen = (c->gen + 1) & BUNRING_UD_MAX_GEN;
+    c->next = l->free_head;
+    l->free_head = conn_slot(l, c);
+    l->open_conns--;
+}
+
+struct conn *conn_lookup(struct loop *l, uint32_t slot, uint32_t gen)
+{
+    if (slot >= l->max_conns)
+        return NULL;
+    struct conn *c = &l->conns[slot];
+    if (!(c->flags & CONN_IN_USE) || c->gen != gen)
+        return NULL;
+    return c;
+}
+
+void queue_push(struct loop *l, struct conn *c, uint16_t bid, uint32_t len)
+{
+    l->buf_len[bid] = len;
+    l->buf_next[bid] = NO_BUF;
+    if (c->q_tail == NO_BUF)
+        c->q_head = bid;
+    else
+        l->buf_next[c->q_tail] = bid;
+    c->q_tail = bid;
+    c->pending += len;
+    c->held++;
+    stat_add(l, BUNRING_STAT_BUFFERS_IN_USE, 1);
+}
+
+uint16_t queue_pop(struct loop *l, struct conn *c)
+{
+    uint16_t bid = c->q_head;
+    c->q_head = l->buf_next[bid];
+    if (c->q_head == NO_BUF)
+        c->q_tail = NO_BUF;
+    c->pending -= l->buf_len[bid] - c->head_off;
+    c->head_off = 0;
+    c->held--;
+    stat_sub(l, BUNRING_STAT_BUFFERS_IN_USE, 1);
+    return bid;
+}
+
+bool conn_over_limit(const struct loop *l, const struct conn *c)
+{
+    return c->pending >= l->pause_bytes || c->held >= l->pause_buffers;
+}
+
+/* Resume receiving once the backlog is down to half the limit (hysteresis avoids flapping). */
+bool conn_below_resume(const struct loop *l, const struct conn *c)
+{
+    return c->pending <= l->pause_bytes / 2 && c->held <= l->pause_buffers / 2;
+}
+
+void starved_push(struct loop *l, struct conn *c)
+{
+    if (c->flags & CONN_STARVED)
+        return;
+    c->flags |= CONN_STARVED;
+    c->next = l->starved_head;
+    l->starved_head = conn_slot(l, c);
+}
+
+uint32_t starved_take_all(struct loop *l)
+{
+    uint32_t head = l->starved_head;
+    l->starved_head = NO_SLOT;
+    return head;
+}
+
+bool loop_stop_requested(const struct loop *l)
+{
+    return __atomic_load_n(&l->srv->stop_requested, __ATOMIC_ACQUIRE) != 0;
+}
+
+uint32_t loop_drain_ms(const struct loop *l)
+{
+    return __atomic_load_n(&l->srv->stop_drain_ms, __ATOMIC_ACQUIRE);
+}

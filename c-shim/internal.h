@@ -1,0 +1,178 @@
+/*
+ * internal.h — structures shared by the shim's files but not part of the ABI: the server, its loops,
+ * the connection table and the per-loop receive buffers. One loop = one native thread with its own
+ * listening socket (SO_REUSEPORT), its own io_uring or epoll instance, its own connections and
+ * buffers; loops share nothing but the server's stop request.
+ */
+#ifndef BUNRING_INTERNAL_H
+#define BUNRING_INTERNAL_H
+
+#include "bunring.h"
+
+#include <liburing.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define NO_BUF 0xffffu /* end of a buffer chain (buffer ids are < 32768) */
+#define NO_SLOT UINT32_MAX
+
+/* Connection state bits. */
+enum conn_flag {
+    CONN_IN_USE = 1u << 0,
+    CONN_RECV_ARMED = 1u << 1,    /* uring: a multishot recv is outstanding */
+    CONN_SEND_INFLIGHT = 1u << 2, /* uring: a send is outstanding (at most one: keeps bytes in order) */
+    CONN_PAUSED = 1u << 3,        /* too many unechoed bytes: not receiving until the queue drains */
+    CONN_PEER_EOF = 1u << 4,      /* peer shut down its write side: close once everything is echoed */
+    CONN_CLOSING = 1u << 5,       /* closing: waiting for outstanding operations to finish */
+    CONN_STARVED = 1u << 6,       /* waiting for a free buffer before receiving again */
+    CONN_CANCELLING = 1u << 7,    /* uring: a cancel for the recv has been submitted */
+    CONN_WANT_WRITE = 1u << 8,    /* epoll: EPOLLOUT is armed */
+    CONN_DRAINING = 1u << 9,      /* stop(): no more receiving; close once the queue is empty */
+};
+
+struct conn {
+    int fd;
+    uint32_t gen;         /* bumped when the slot is freed; part of every user_data / epoll tag */
+    uint32_t flags;       /* enum conn_flag */
+    uint32_t pending;     /* received bytes not yet echoed */
+    uint32_t held;        /* buffers in the queue */
+    uint32_t head_off;    /* bytes of the head buffer already sent */
+    uint16_t q_head;      /* queue of buffers to echo, linked through loop->buf_next */
+    uint16_t q_tail;
+    uint8_t close_reason; /* enum bunring_stat of the close counter to bump */
+    uint8_t pad[3];
+    uint32_t next;        /* free-list / starved-list link (slot index) */
+    uint32_t last_active; /* loop clock (ms) of the last byte in or out */
+};
+
+struct bunring_server;
+
+struct loop {
+    struct bunring_server *srv;
+    uint32_t index;
+    pthread_t thread;
+    bool thread_started;
+    int listen_fd;
+    int wake_fd; /* eventfd: stop requests */
+    uint64_t *stats;
+
+    /* connections */
+    struct conn *conns;
+    uint32_t max_conns;
+    uint32_t free_head;    /* free slot list */
+    uint32_t open_conns;
+    uint32_t starved_head; /* connections waiting for buffers */
+
+    /* receive buffers: buffer_count * buffer_size bytes, plus per-buffer queue links */
+    uint8_t *buf_mem;
+    uint32_t buf_size;
+    uint32_t buf_count;
+    uint16_t *buf_next;
+    uint32_t *buf_len;
+    uint16_t free_buf_head; /* epoll: free buffer list; uring: free buffers live in the kernel ring */
+    uint32_t free_bufs;
+    uint32_t pause_bytes;   /* pause receiving at this many pending bytes */
+    uint32_t pause_buffers; /* ... or this many held buffers */
+
+    /* clock and timers */
+    uint32_t now_ms;
+    uint32_t idle_ms;
+    bool stopping;
+    bool force_close_done;
+    uint32_t drain_deadline;
+    uint32_t accept_retry_at; /* epoll: retry accept after EMFILE at this time (0 = not waiting) */
+
+    /* io_uring state */
+    struct io_uring ring;
+    bool ring_ready;
+    struct io_uring_buf_ring *buf_ring;
+    size_t buf_ring_bytes;
+    uint32_t returned_bufs; /* buffers added to the ring since the last advance */
+    bool accept_armed;
+    uint32_t timers_armed;
+    struct __kernel_timespec timer_ts[3]; /* one per timer kind */
+    uint64_t wake_value;
+    uint32_t features;
+
+    /* epoll state */
+    int epfd;
+    uint8_t *scratch;
+    uint32_t scratch_size;
+
+    /* start-up handshake with bunring_server_start */
+    int setup_code;
+    struct bunring_error setup_err;
+    bool setup_finished;
+    bool started; /* set once the loop runs: allocations after this are counted */
+};
+
+struct bunring_server {
+    struct bunring_config cfg;
+    uint32_t nloops;
+    uint32_t port;
+    uint32_t features;
+    uint64_t *stats_mem;
+    int stop_requested;    /* atomic */
+    uint32_t stop_drain_ms; /* atomic */
+    uint32_t loops_done;   /* atomic */
+    bool joined;
+    pthread_mutex_t setup_lock;
+    pthread_cond_t setup_cond;
+    struct loop loops[];
+};
+
+/* ---- helpers shared by both loops (conn.c) ---- */
+void set_error(struct bunring_error *err, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+uint32_t loop_clock_ms(void);
+
+static inline void stat_add(struct loop *l, enum bunring_stat s, uint64_t v)
+{
+    __atomic_store_n(&l->stats[s], l->stats[s] + v, __ATOMIC_RELAXED);
+}
+static inline void stat_sub(struct loop *l, enum bunring_stat s, uint64_t v)
+{
+    __atomic_store_n(&l->stats[s], l->stats[s] - v, __ATOMIC_RELAXED);
+}
+
+void *loop_alloc(struct loop *l, size_t bytes); /* zeroed; counts allocations made after start */
+void *loop_alloc_aligned(struct loop *l, size_t align, size_t bytes);
+int loop_alloc_tables(struct loop *l, struct bunring_error *err);
+void loop_free_tables(struct loop *l);
+
+struct conn *conn_open(struct loop *l, int fd); /* NULL when the table is full */
+void conn_release(struct loop *l, struct conn *c); /* closes fd, counts, bumps gen, frees slot */
+static inline uint32_t conn_slot(const struct loop *l, const struct conn *c)
+{
+    return (uint32_t)(c - l->conns);
+}
+struct conn *conn_lookup(struct loop *l, uint32_t slot, uint32_t gen); /* NULL if stale */
+
+/* Buffer queue of a connection. */
+static inline uint8_t *buf_addr(const struct loop *l, uint32_t bid)
+{
+    return l->buf_mem + (size_t)bid * l->buf_size;
+}
+void queue_push(struct loop *l, struct conn *c, uint16_t bid, uint32_t len);
+uint16_t queue_pop(struct loop *l, struct conn *c); /* returns the head buffer id */
+bool conn_over_limit(const struct loop *l, const struct conn *c);
+bool conn_below_resume(const struct loop *l, const struct conn *c);
+
+void starved_push(struct loop *l, struct conn *c);
+uint32_t starved_take_all(struct loop *l); /* detaches the list; returns its head slot */
+
+bool loop_stop_requested(const struct loop *l);
+uint32_t loop_drain_ms(const struct loop *l);
+
+/* ---- backends ---- */
+int uring_setup(struct loop *l, struct bunring_error *err); /* on the loop thread */
+void uring_run(struct loop *l);
+void uring_teardown(struct loop *l);
+int epoll_setup(struct loop *l, struct bunring_error *err);
+void epoll_run(struct loop *l);
+void epoll_teardown(struct loop *l);
+
+uint32_t probe_kernel(struct bunring_error *err); /* probe.c: BUNRING_FEAT_* the kernel supports */
+
+#endif

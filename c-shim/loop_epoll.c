@@ -1,0 +1,420 @@
+/*
+ * loop_epoll.c — the edge-triggered epoll echo loop. accept4 until EAGAIN; on readable, recv into a
+ * scratch buffer and send it straight back; only bytes that could not be sent (EAGAIN or a partial
+ * send) are copied into the connection's queue of pool buffers, and EPOLLOUT is armed only while that
+ * queue is non-empty. While a queue is non-empty new bytes go behind it, so order is kept. Nothing is
+ * ever dropped: a connection that would need a buffer when the pool is empty stops reading until
+ * buffers come back, and one that holds too many unechoed bytes pauses until its peer reads.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define MAX_EVENTS 256
+#define SCRATCH_BYTES 65536u
+#define ACCEPT_RETRY_MS 50u
+#define IOV_MAX_BATCH 64
+#define TAG_LISTEN UINT64_MAX
+#define TAG_WAKE (UINT64_MAX - 1)
+
+/* epoll data for a connection: slot and generation, so an event for a freed slot is recognised. */
+static uint64_t conn_tag(const struct loop *l, const struct conn *c)
+{
+    return ((uint64_t)c->gen << 32) | conn_slot(l, c);
+}
+
+static void set_events(struct loop *l, struct conn *c, bool want_write)
+{
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET | (want_write ? EPOLLOUT : 0u),
+                             .data.u64 = conn_tag(l, c)};
+    epoll_ctl(l->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+    if (want_write)
+        c->flags |= CONN_WANT_WRITE;
+    else
+        c->flags &= ~(uint32_t)CONN_WANT_WRITE;
+}
+
+static uint16_t take_buffer(struct loop *l)
+{
+    uint16_t bid = l->free_buf_head;
+    l->free_buf_head = l->buf_next[bid];
+    l->free_bufs--;
+    return bid;
+}
+
+static void give_buffer(struct loop *l, uint16_t bid)
+{
+    l->buf_next[bid] = l->free_buf_head;
+    l->free_buf_head = bid;
+    l->free_bufs++;
+}
+
+static void close_conn(struct loop *l, struct conn *c, enum bunring_stat reason)
+{
+    while (c->q_head != NO_BUF)
+        give_buffer(l, queue_pop(l, c));
+    c->close_reason = (uint8_t)reason;
+    conn_release(l, c); /* close() also removes the fd from the epoll set */
+}
+
+/* Appends bytes to the queue, filling the tail buffer first. The caller made sure they fit. */
+static void enqueue_bytes(struct loop *l, struct conn *c, const uint8_t *data, uint32_t n)
+{
+    if (c->q_tail != NO_BUF) {
+        uint32_t used = l->buf_len[c->q_tail];
+        uint32_t room = l->buf_size - used;
+        uint32_t k = n < room ? n : room;
+        memcpy(buf_addr(l, c->q_tail) + used, data, k);
+        l->buf_len[c->q_tail] += k;
+        c->pending += k;
+        data += k;
+        n -= k;
+    }
+    while (n > 0) {
+        uint16_t bid = take_buffer(l);
+        uint32_t k = n < l->buf_size ? n : l->buf_size;
+        memcpy(buf_addr(l, bid), data, k);
+        queue_push(l, c, bid, k);
+        data += k;
+        n -= k;
+    }
+}
+
+/* Room for newly received bytes: the tail buffer's free space plus the free pool. */
+static uint32_t queue_room(const struct loop *l, const struct conn *c)
+{
+    uint64_t room = (uint64_t)l->free_bufs * l->buf_size;
+    if (c->q_tail != NO_BUF)
+        room += l->buf_size - l->buf_len[c->q_tail];
+    return room > l->scratch_size ? l->scratch_size : (uint32_t)room;
+}
+
+/* Sends queued buffers until the queue is empty or the socket is full. false: connection closed. */
+static bool flush_queue(struct loop *l, struct conn *c)
+{
+    struct iovec iov[IOV_MAX_BATCH];
+    while (c->q_head != NO_BUF) {
+        int n = 0;
+        uint32_t total = 0;
+        for (uint16_t bid = c->q_head; bid != NO_BUF && n < IOV_MAX_BATCH; bid = l->buf_next[bid], n++) {
+            uint32_t off = n == 0 ? c->head_off : 0;
+            iov[n].iov_base = buf_addr(l, bid) + off;
+            iov[n].iov_len = l->buf_len[bid] - off;
+            total += (uint32_t)iov[n].iov_len;
+        }
+        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+        ssize_t s = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (s < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                stat_add(l, BUNRING_STAT_SEND_EAGAIN, 1);
+                return true;
+            }
+            if (errno == EINTR)
+                continue;
+            close_conn(l, c, BUNRING_STAT_CONN_CLOSED_RESET);
+            return false;
+        }
+        stat_add(l, BUNRING_STAT_SEND_COMPLETIONS, 1);
+        stat_add(l, BUNRING_STAT_BYTES_OUT, (uint64_t)s);
+        c->last_active = l->now_ms;
+        if ((uint32_t)s < total)
+            stat_add(l, BUNRING_STAT_SHORT_SENDS, 1);
+        uint32_t left = (uint32_t)s;
+        while (left > 0) {
+            uint32_t head_left = l->buf_len[c->q_head] - c->head_off;
+            if (left >= head_left) {
+                left -= head_left;
+                give_buffer(l, queue_pop(l, c));
+            } else {
+                c->head_off += left;
+                c->pending -= left;
+                left = 0;
+            }
+        }
+        if ((uint32_t)s < total)
+            return true; /* the socket is full; EPOLLOUT tells us when to go on */
+    }
+    return true;
+}
+
+/* Reads until EAGAIN, echoing as it goes. false: connection closed. */
+static bool read_and_echo(struct loop *l, struct conn *c)
+{
+    while (!(c->flags & (CONN_PEER_EOF | CONN_DRAINING))) {
+        if (conn_over_limit(l, c)) {
+            if (!(c->flags & CONN_PAUSED)) {
+                c->flags |= CONN_PAUSED;
+                stat_add(l, BUNRING_STAT_PAUSES, 1);
+                stat_add(l, BUNRING_STAT_PAUSED_NOW, 1);
+            }
+            return true;
+        }
+        /* Whatever cannot be sent at once must fit in the pool: never read more than that. */
+        uint32_t want = queue_room(l, c);
+        if (want == 0) {
+            stat_add(l, BUNRING_STAT_ENOBUFS, 1);
+            starved_push(l, c);
+            return true;
+        }
+        ssize_t n = recv(c->fd, l->scratch, want, 0);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return true;
+            if (errno == EINTR)
+                continue;
+            close_conn(l, c, BUNRING_STAT_CONN_CLOSED_RESET);
+            return false;
+        }
+        if (n == 0) {
+            c->flags |= CONN_PEER_EOF;
+            if (c->q_head == NO_BUF) {
+                close_conn(l, c, BUNRING_STAT_CONN_CLOSED_EOF);
+                return false;
+            }
+            return true;
+        }
+        c->last_active = l->now_ms;
+        stat_add(l, BUNRING_STAT_RECV_COMPLETIONS, 1);
+        stat_add(l, BUNRING_STAT_BYTES_IN, (uint64_t)n);
+        uint32_t sent = 0;
+        if (c->q_head == NO_BUF) {
+            ssize_t s = send(c->fd, l->scratch, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (s < 0) {
+                if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                    close_conn(l, c, BUNRING_STAT_CONN_CLOSED_RESET);
+                    return false;
+                }
+                stat_add(l, BUNRING_STAT_SEND_EAGAIN, 1);
+            } else {
+                sent = (uint32_t)s;
+                stat_add(l, BUNRING_STAT_SEND_COMPLETIONS, 1);
+                stat_add(l, BUNRING_STAT_BYTES_OUT, (uint64_t)s);
+                if (sent < (uint32_t)n)
+                    stat_add(l, BUNRING_STAT_SHORT_SENDS, 1);
+            }
+        }
+        if (sent < (uint32_t)n)
+            enqueue_bytes(l, c, l->scratch + sent, (uint32_t)n - sent);
+    }
+    return true;
+}
+
+/* After bytes left the queue: close, resume reading, or disarm EPOLLOUT as the state asks. */
+static void after_flush(struct loop *l, struct conn *c)
+{
+    if (c->q_head != NO_BUF) {
+        if (!(c->flags & CONN_WANT_WRITE))
+            set_events(l, c, true);
+        return;
+    }
+    if (c->flags & CONN_PEER_EOF) {
+        close_conn(l, c, BUNRING_STAT_CONN_CLOSED_EOF);
+        return;
+    }
+    if (c->flags & CONN_DRAINING) {
+        close_conn(l, c, BUNRING_STAT_CONN_CLOSED_STOP);
+        return;
+    }
+    if (c->flags & CONN_WANT_WRITE)
+        set_events(l, c, false);
+}
+
+static void service_conn(struct loop *l, struct conn *c, bool readable, bool writable)
+{
+    if (writable && c->q_head != NO_BUF && !flush_queue(l, c))
+        return;
+    if ((c->flags & CONN_PAUSED) && conn_below_resume(l, c)) {
+        c->flags &= ~(uint32_t)CONN_PAUSED;
+        stat_sub(l, BUNRING_STAT_PAUSED_NOW, 1);
+        readable = true; /* edge-triggered: bytes may be waiting that raised no new event */
+    }
+    if (readable && !(c->flags & (CONN_PAUSED | CONN_STARVED)) && !read_and_echo(l, c))
+        return;
+    after_flush(l, c);
+}
+
+static void accept_all(struct loop *l)
+{
+    while (l->listen_fd >= 0) {
+        int fd = accept4(l->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                /* EMFILE, ENFILE, ENOMEM...: edge-triggered, so retry on a timer instead of spinning. */
+                stat_add(l, BUNRING_STAT_ACCEPT_ERRORS, 1);
+                l->accept_retry_at = l->now_ms + ACCEPT_RETRY_MS;
+            }
+            return;
+        }
+        struct conn *c = conn_open(l, fd);
+        if (!c) {
+            close(fd);
+            stat_add(l, BUNRING_STAT_CONN_REJECTED, 1);
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET, .data.u64 = conn_tag(l, c)};
+        if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+            stat_add(l, BUNRING_STAT_ERRORS, 1);
+            close_conn(l, c, BUNRING_STAT_CONN_CLOSED_RESET);
+        }
+    }
+}
+
+static void wake_starved(struct loop *l)
+{
+    uint32_t slot = starved_take_all(l);
+    while (slot != NO_SLOT) {
+        struct conn *c = &l->conns[slot];
+        slot = c->next;
+        c->flags &= ~(uint32_t)CONN_STARVED;
+        service_conn(l, c, true, false);
+    }
+}
+
+static void begin_stop(struct loop *l)
+{
+    l->stopping = true;
+    l->drain_deadline = l->now_ms + loop_drain_ms(l);
+    if (l->listen_fd >= 0) {
+        close(l->listen_fd);
+        l->listen_fd = -1;
+    }
+    for (uint32_t i = 0; i < l->max_conns; i++) {
+        struct conn *c = &l->conns[i];
+        if (!(c->flags & CONN_IN_USE))
+            continue;
+        c->flags |= CONN_DRAINING;
+        if (c->q_head == NO_BUF)
+            close_conn(l, c, BUNRING_STAT_CONN_CLOSED_STOP);
+    }
+}
+
+static void close_all(struct loop *l, enum bunring_stat reason, bool idle_only)
+{
+    for (uint32_t i = 0; i < l->max_conns; i++) {
+        struct conn *c = &l->conns[i];
+        if (!(c->flags & CONN_IN_USE))
+            continue;
+        if (!idle_only || l->now_ms - c->last_active >= l->idle_ms)
+            close_conn(l, c, reason);
+    }
+}
+
+/* Milliseconds until the next timer (accept retry, drain deadline, idle sweep), or -1 for none. */
+static int next_timeout(const struct loop *l, uint32_t next_idle_sweep)
+{
+    int64_t t = -1;
+    if (l->accept_retry_at)
+        t = (int64_t)(int32_t)(l->accept_retry_at - l->now_ms);
+    if (l->stopping) {
+        int64_t d = (int64_t)(int32_t)(l->drain_deadline - l->now_ms);
+        t = t < 0 || d < t ? d : t;
+    }
+    if (l->idle_ms && !l->stopping) {
+        int64_t d = (int64_t)(int32_t)(next_idle_sweep - l->now_ms);
+        t = t < 0 || d < t ? d : t;
+    }
+    if (t != -1 && t < 0)
+        t = 0;
+    return (int)t;
+}
+
+int epoll_setup(struct loop *l, struct bunring_error *err)
+{
+    l->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (l->epfd < 0) {
+        int e = errno;
+        set_error(err, -e, "epoll_create1 failed: %s", strerror(e));
+        return -e;
+    }
+    l->scratch_size = SCRATCH_BYTES;
+    l->scratch = loop_alloc(l, l->scratch_size);
+    if (!l->scratch) {
+        set_error(err, -ENOMEM, "out of memory for the receive scratch buffer");
+        return -ENOMEM;
+    }
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLET, .data.u64 = TAG_LISTEN};
+    struct epoll_event wev = {.events = EPOLLIN, .data.u64 = TAG_WAKE};
+    if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->listen_fd, &ev) != 0 ||
+        epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->wake_fd, &wev) != 0) {
+        int e = errno;
+        set_error(err, -e, "epoll_ctl failed: %s", strerror(e));
+        return -e;
+    }
+    return 0;
+}
+
+void epoll_run(struct loop *l)
+{
+    struct epoll_event events[MAX_EVENTS];
+    l->now_ms = loop_clock_ms();
+    uint32_t sweep_period = l->idle_ms / 4 < 10 ? 10 : (l->idle_ms / 4 > 1000 ? 1000 : l->idle_ms / 4);
+    uint32_t next_sweep = l->now_ms + sweep_period;
+    accept_all(l); /* connections that queued before the loop started */
+    for (;;) {
+        if (l->stopping && l->open_conns == 0)
+            break;
+        int n = epoll_wait(l->epfd, events, MAX_EVENTS, next_timeout(l, next_sweep));
+        stat_add(l, BUNRING_STAT_WAIT_CALLS, 1);
+        stat_add(l, BUNRING_STAT_LOOP_ITERATIONS, 1);
+        l->now_ms = loop_clock_ms();
+        if (n < 0 && errno != EINTR) {
+            stat_add(l, BUNRING_STAT_ERRORS, 1);
+            continue;
+        }
+        for (int i = 0; i < n; i++) {
+            uint64_t tag = events[i].data.u64;
+            if (tag == TAG_LISTEN) {
+                accept_all(l);
+                continue;
+            }
+            if (tag == TAG_WAKE) {
+                uint64_t v;
+                if (read(l->wake_fd, &v, sizeof(v)) < 0) { /* drained; the value itself is unused */
+                }
+                if (!l->stopping)
+                    begin_stop(l);
+                continue;
+            }
+            struct conn *c = conn_lookup(l, (uint32_t)tag, (uint32_t)(tag >> 32));
+            if (!c) {
+                stat_add(l, BUNRING_STAT_STALE_COMPLETIONS, 1);
+                continue;
+            }
+            uint32_t e = events[i].events;
+            service_conn(l, c, e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR), e & (EPOLLOUT | EPOLLERR));
+        }
+        if (l->free_bufs > 0 && l->starved_head != NO_SLOT)
+            wake_starved(l);
+        if (l->accept_retry_at && (int32_t)(l->now_ms - l->accept_retry_at) >= 0) {
+            l->accept_retry_at = 0;
+            accept_all(l);
+        }
+        if (l->stopping && (int32_t)(l->now_ms - l->drain_deadline) >= 0)
+            close_all(l, BUNRING_STAT_CONN_CLOSED_STOP, false);
+        if (l->idle_ms && !l->stopping && (int32_t)(l->now_ms - next_sweep) >= 0) {
+            close_all(l, BUNRING_STAT_CONN_CLOSED_IDLE, true);
+            next_sweep = l->now_ms + sweep_period;
+        }
+    }
+}
+
+void epoll_teardown(struct loop *l)
+{
+    if (l->epfd >= 0)
+        close(l->epfd);
+    l->epfd = -1;
+    free(l->scratch);
+    l->scratch = NULL;
+}

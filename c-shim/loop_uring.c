@@ -1,0 +1,507 @@
+/*
+ * loop_uring.c — the io_uring echo loop. One multishot accept on the loop's listening socket; one
+ * multishot recv per connection selecting buffers from a provided-buffer ring registered at start;
+ * each received buffer is queued on its connection and echoed by a send, at most one send in flight
+ * per connection so bytes can never be reordered; a short send re-sends the remainder; a buffer goes
+ * back to the ring only when all its bytes were sent. Context of every operation is packed into
+ * user_data (layout in bunring.h). Nothing here allocates after setup.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define SQ_ENTRIES 2048u
+#define CQ_ENTRIES 16384u
+#define CQE_BATCH 256u
+#define BUF_GROUP 0
+#define ACCEPT_RETRY_MS 50u
+#define IDLE_SWEEP_MAX_MS 1000u
+
+/* Timer kinds, carried in the slot field of a BUNRING_OP_TIMEOUT user_data. */
+enum uring_timer { TIMER_ACCEPT_RETRY = 0, TIMER_DRAIN = 1, TIMER_IDLE = 2 };
+
+static struct io_uring_sqe *get_sqe(struct loop *l)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&l->ring);
+    while (!sqe) {
+        /* SQ full: hand what we have to the kernel and take a fresh entry. */
+        io_uring_submit(&l->ring);
+        stat_add(l, BUNRING_STAT_WAIT_CALLS, 1);
+        sqe = io_uring_get_sqe(&l->ring);
+    }
+    return sqe;
+}
+
+static void arm_accept(struct loop *l)
+{
+    struct io_uring_sqe *sqe = get_sqe(l);
+    io_uring_prep_multishot_accept(sqe, l->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+    io_uring_sqe_set_data64(sqe, bunring_ud_pack(BUNRING_OP_ACCEPT, 0, 0, 0));
+    l->accept_armed = true;
+}
+
+static void arm_timer(struct loop *l, enum uring_timer kind, uint32_t ms)
+{
+    struct __kernel_timespec *ts = &l->timer_ts[kind]; /* read by the kernel at submit time */
+    ts->tv_sec = ms / 1000u;
+    ts->tv_nsec = (long long)(ms % 1000u) * 1000000LL;
+    struct io_uring_sqe *sqe = get_sqe(l);
+    io_uring_prep_timeout(sqe, ts, 0, 0);
+    io_uring_sqe_set_data64(sqe, bunring_ud_pack(BUNRING_OP_TIMEOUT, 0, kind, 0));
+    l->timers_armed++;
+}
+
+static void arm_wake_read(struct loop *l)
+{
+    struct io_uring_sqe *sqe = get_sqe(l);
+    io_uring_prep_read(sqe, l->wake_fd, &l->wake_value, sizeof(l->wake_value), 0);
+    io_uring_sqe_set_data64(sqe, bunring_ud_pack(BUNRING_OP_WAKE, 0, 0, 0));
+}
+
+static void arm_recv(struct loop *l, struct conn *c)
+{
+    struct io_uring_sqe *sqe = get_sqe(l);
+    io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = BUF_GROUP;
+    io_uring_sqe_set_data64(sqe, bunring_ud_pack(BUNRING_OP_RECV, 0, conn_slot(l, c), c->gen));
+    c->flags |= CONN_RECV_ARMED;
+}
+
+static void cancel_recv(struct loop *l, struct conn *c)
+{
+    if (!(c->flags & CONN_RECV_ARMED) || (c->flags & CONN_CANCELLING))
+        return;
+    struct io_uring_sqe *sqe = get_sqe(l);
+    io_uring_prep_cancel64(sqe, bunring_ud_pack(BUNRING_OP_RECV, 0, conn_slot(l, c), c->gen), 0);
+    io_uring_sqe_set_data64(sqe, bunring_ud_pack(BUNRING_OP_CANCEL, 0, conn_slot(l, c), c->gen));
+    c->flags |= CONN_CANCELLING;
+}
+
+/* Cancels everything outstanding on the connection's fd (used when closing). */
+static void cancel_all(struct loop *l, struct conn *c)
+{
+    struct io_uring_sqe *sqe = get_sqe(l);
+    io_uring_prep_cancel_fd(sqe, c->fd, IORING_ASYNC_CANCEL_ALL);
+    io_uring_sqe_set_data64(sqe, bunring_ud_pack(BUNRING_OP_CANCEL, 0, conn_slot(l, c), c->gen));
+    c->flags |= CONN_CANCELLING;
+}
+
+/* Puts a buffer back on the provided-buffer ring; made visible to the kernel at the batch's end. */
+static void return_buffer(struct loop *l, uint16_t bid)
+{
+    io_uring_buf_ring_add(l->buf_ring, buf_addr(l, bid), l->buf_size, bid, io_uring_buf_ring_mask(l->buf_count),
+                          (int)l->returned_bufs);
+    l->returned_bufs++;
+}
+
+static void start_send(struct loop *l, struct conn *c)
+{
+    uint16_t bid = c->q_head;
+    struct io_uring_sqe *sqe = get_sqe(l);
+    io_uring_prep_send(sqe, c->fd, buf_addr(l, bid) + c->head_off, l->buf_len[bid] - c->head_off, MSG_NOSIGNAL);
+    io_uring_sqe_set_data64(sqe, bunring_ud_pack(BUNRING_OP_SEND, bid, conn_slot(l, c), c->gen));
+    c->flags |= CONN_SEND_INFLIGHT;
+}
+
+/* Frees the slot once nothing is outstanding on it; until then the close waits for completions. */
+static void try_finish_close(struct loop *l, struct conn *c)
+{
+    if (c->flags & (CONN_RECV_ARMED | CONN_SEND_INFLIGHT))
+        return;
+    while (c->q_head != NO_BUF)
+        return_buffer(l, queue_pop(l, c));
+    conn_release(l, c);
+}
+
+static void close_conn(struct loop *l, struct conn *c, enum bunring_stat reason)
+{
+    if (c->flags & CONN_CLOSING)
+        return;
+    c->flags |= CONN_CLOSING;
+    c->close_reason = (uint8_t)reason;
+    if (c->flags & (CONN_RECV_ARMED | CONN_SEND_INFLIGHT))
+        cancel_all(l, c);
+    try_finish_close(l, c);
+}
+
+/* After the queue shrank: close if the peer is done or we are draining, else maybe resume. */
+static void after_queue_change(struct loop *l, struct conn *c)
+{
+    if (c->q_head == NO_BUF && (c->flags & (CONN_PEER_EOF | CONN_DRAINING))) {
+        close_conn(l, c, (c->flags & CONN_PEER_EOF) ? BUNRING_STAT_CONN_CLOSED_EOF : BUNRING_STAT_CONN_CLOSED_STOP);
+        return;
+    }
+    if ((c->flags & CONN_PAUSED) && conn_below_resume(l, c)) {
+        c->flags &= ~(uint32_t)CONN_PAUSED;
+        stat_sub(l, BUNRING_STAT_PAUSED_NOW, 1);
+        if (!(c->flags & (CONN_RECV_ARMED | CONN_PEER_EOF | CONN_DRAINING | CONN_CLOSING | CONN_STARVED)))
+            arm_recv(l, c);
+    }
+}
+
+static void on_accept(struct loop *l, struct io_uring_cqe *cqe)
+{
+    if (!(cqe->flags & IORING_CQE_F_MORE))
+        l->accept_armed = false;
+    if (cqe->res >= 0) {
+        int fd = cqe->res;
+        struct conn *c = l->stopping ? NULL : conn_open(l, fd);
+        if (!c) {
+            close(fd);
+            stat_add(l, BUNRING_STAT_CONN_REJECTED, 1);
+        } else {
+            int one = 1;
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+            arm_recv(l, c);
+        }
+    } else if (cqe->res != -ECANCELED) {
+        stat_add(l, BUNRING_STAT_ACCEPT_ERRORS, 1);
+        if (!l->accept_armed && !l->stopping) {
+            /* EMFILE, ENFILE, ENOMEM...: retry later instead of spinning on the error. */
+            arm_timer(l, TIMER_ACCEPT_RETRY, ACCEPT_RETRY_MS);
+            return;
+        }
+    }
+    if (!l->accept_armed && !l->stopping) {
+        stat_add(l, BUNRING_STAT_ACCEPT_REARMS, 1);
+        arm_accept(l);
+    }
+}
+
+static void on_recv(struct loop *l, struct io_uring_cqe *cqe, uint64_t ud)
+{
+    struct conn *c = conn_lookup(l, bunring_ud_slot(ud), bunring_ud_gen(ud));
+    bool has_buf = cqe->flags & IORING_CQE_F_BUFFER;
+    uint16_t bid = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+    if (!c) {
+        stat_add(l, BUNRING_STAT_STALE_COMPLETIONS, 1);
+        if (has_buf)
+            return_buffer(l, bid);
+        return;
+    }
+    bool more = cqe->flags & IORING_CQE_F_MORE;
+    if (!more)
+        c->flags &= ~(uint32_t)(CONN_RECV_ARMED | CONN_CANCELLING);
+    int res = cqe->res;
+    if (res > 0) {
+        c->last_active = l->now_ms;
+        stat_add(l, BUNRING_STAT_RECV_COMPLETIONS, 1);
+        stat_add(l, BUNRING_STAT_BYTES_IN, (uint64_t)res);
+        queue_push(l, c, bid, (uint32_t)res);
+        if (!(c->flags & (CONN_SEND_INFLIGHT | CONN_CLOSING)))
+            start_send(l, c);
+        if (c->flags & CONN_CLOSING) {
+            try_finish_close(l, c);
+            return;
+        }
+        if (conn_over_limit(l, c) && !(c->flags & CONN_PAUSED)) {
+            c->flags |= CONN_PAUSED;
+            stat_add(l, BUNRING_STAT_PAUSES, 1);
+            stat_add(l, BUNRING_STAT_PAUSED_NOW, 1);
+        }
+        if (c->flags & (CONN_PAUSED | CONN_DRAINING))
+            cancel_recv(l, c);
+        else if (!more) {
+            stat_add(l, BUNRING_STAT_RECV_REARMS, 1);
+            arm_recv(l, c);
+        }
+        return;
+    }
+    if (has_buf)
+        return_buffer(l, bid); /* a zero-length or failed receive that still took a buffer */
+    if (c->flags & CONN_CLOSING) {
+        try_finish_close(l, c);
+        return;
+    }
+    if (res == 0) {
+        c->flags |= CONN_PEER_EOF;
+        if (!(c->flags & CONN_SEND_INFLIGHT))
+            after_queue_change(l, c);
+    } else if (res == -ENOBUFS) {
+        /* The ring is empty: wait for buffers to come back, then receive again. */
+        stat_add(l, BUNRING_STAT_ENOBUFS, 1);
+        if (!(c->flags & (CONN_PAUSED | CONN_DRAINING)))
+            starved_push(l, c);
+    } else if (res == -ECANCELED) {
+        /* We paused or are draining; resumed later by after_queue_change. */
+        if (!(c->flags & (CONN_PAUSED | CONN_DRAINING)) && !(c->flags & CONN_RECV_ARMED))
+            arm_recv(l, c);
+        else if ((c->flags & CONN_DRAINING) && c->q_head == NO_BUF && !(c->flags & CONN_SEND_INFLIGHT))
+            close_conn(l, c, BUNRING_STAT_CONN_CLOSED_STOP);
+    } else {
+        close_conn(l, c, BUNRING_STAT_CONN_CLOSED_RESET);
+    }
+}
+
+static void on_send(struct loop *l, struct io_uring_cqe *cqe, uint64_t ud)
+{
+    struct conn *c = conn_lookup(l, bunring_ud_slot(ud), bunring_ud_gen(ud));
+    if (!c) {
+        stat_add(l, BUNRING_STAT_STALE_COMPLETIONS, 1); /* cannot happen: slots wait for their sends */
+        return;
+    }
+    c->flags &= ~(uint32_t)CONN_SEND_INFLIGHT;
+    int res = cqe->res;
+    if (c->flags & CONN_CLOSING) {
+        try_finish_close(l, c);
+        return;
+    }
+    if (res < 0) {
+        close_conn(l, c, BUNRING_STAT_CONN_CLOSED_RESET);
+        return;
+    }
+    uint16_t bid = c->q_head;
+    uint32_t remaining = l->buf_len[bid] - c->head_off;
+    stat_add(l, BUNRING_STAT_SEND_COMPLETIONS, 1);
+    stat_add(l, BUNRING_STAT_BYTES_OUT, (uint64_t)res);
+    c->last_active = l->now_ms;
+    if ((uint32_t)res < remaining) {
+        stat_add(l, BUNRING_STAT_SHORT_SENDS, 1);
+        c->head_off += (uint32_t)res;
+        c->pending -= (uint32_t)res;
+    } else {
+        return_buffer(l, queue_pop(l, c));
+    }
+    if (c->q_head != NO_BUF)
+        start_send(l, c);
+    after_queue_change(l, c);
+}
+
+static void begin_stop(struct loop *l)
+{
+    l->stopping = true;
+    if (l->accept_armed) {
+        struct io_uring_sqe *sqe = get_sqe(l);
+        io_uring_prep_cancel64(sqe, bunring_ud_pack(BUNRING_OP_ACCEPT, 0, 0, 0), 0);
+        io_uring_sqe_set_data64(sqe, bunring_ud_pack(BUNRING_OP_CANCEL, 0, 0, 0));
+    }
+    /* Stop accepting: the request keeps its own reference until the cancel completes. */
+    close(l->listen_fd);
+    l->listen_fd = -1;
+    arm_timer(l, TIMER_DRAIN, loop_drain_ms(l));
+    for (uint32_t i = 0; i < l->max_conns; i++) {
+        struct conn *c = &l->conns[i];
+        if (!(c->flags & CONN_IN_USE) || (c->flags & CONN_CLOSING))
+            continue;
+        c->flags |= CONN_DRAINING;
+        if (c->flags & CONN_STARVED)
+            c->flags &= ~(uint32_t)CONN_STARVED;
+        if (c->flags & CONN_RECV_ARMED)
+            cancel_recv(l, c);
+        else if (c->q_head == NO_BUF && !(c->flags & CONN_SEND_INFLIGHT))
+            close_conn(l, c, BUNRING_STAT_CONN_CLOSED_STOP);
+    }
+    l->starved_head = NO_SLOT;
+}
+
+static void force_close_all(struct loop *l)
+{
+    l->force_close_done = true;
+    for (uint32_t i = 0; i < l->max_conns; i++) {
+        struct conn *c = &l->conns[i];
+        if (c->flags & CONN_IN_USE)
+            close_conn(l, c, BUNRING_STAT_CONN_CLOSED_STOP);
+    }
+}
+
+static void idle_sweep(struct loop *l)
+{
+    for (uint32_t i = 0; i < l->max_conns; i++) {
+        struct conn *c = &l->conns[i];
+        if ((c->flags & CONN_IN_USE) && !(c->flags & CONN_CLOSING) && l->now_ms - c->last_active >= l->idle_ms)
+            close_conn(l, c, BUNRING_STAT_CONN_CLOSED_IDLE);
+    }
+}
+
+static uint32_t idle_period(const struct loop *l)
+{
+    uint32_t p = l->idle_ms / 4;
+    if (p < 10)
+        p = 10;
+    return p > IDLE_SWEEP_MAX_MS ? IDLE_SWEEP_MAX_MS : p;
+}
+
+static void on_timeout(struct loop *l, uint64_t ud)
+{
+    l->timers_armed--;
+    switch (bunring_ud_slot(ud)) {
+    case TIMER_ACCEPT_RETRY:
+        if (!l->stopping && !l->accept_armed) {
+            stat_add(l, BUNRING_STAT_ACCEPT_REARMS, 1);
+            arm_accept(l);
+        }
+        break;
+    case TIMER_DRAIN:
+        force_close_all(l);
+        break;
+    case TIMER_IDLE:
+        if (!l->stopping) {
+            idle_sweep(l);
+            arm_timer(l, TIMER_IDLE, idle_period(l));
+        }
+        break;
+    }
+}
+
+/* Re-arms receiving for connections that hit ENOBUFS, now that buffers came back. */
+static void wake_starved(struct loop *l)
+{
+    uint32_t slot = starved_take_all(l);
+    while (slot != NO_SLOT) {
+        struct conn *c = &l->conns[slot];
+        slot = c->next;
+        c->flags &= ~(uint32_t)CONN_STARVED;
+        if (!(c->flags & (CONN_RECV_ARMED | CONN_PAUSED | CONN_PEER_EOF | CONN_DRAINING | CONN_CLOSING))) {
+            stat_add(l, BUNRING_STAT_RECV_REARMS, 1);
+            arm_recv(l, c);
+        }
+    }
+}
+
+static void handle_cqe(struct loop *l, struct io_uring_cqe *cqe)
+{
+    uint64_t ud = io_uring_cqe_get_data64(cqe);
+    switch (bunring_ud_op(ud)) {
+    case BUNRING_OP_ACCEPT:
+        on_accept(l, cqe);
+        break;
+    case BUNRING_OP_RECV:
+        on_recv(l, cqe, ud);
+        break;
+    case BUNRING_OP_SEND:
+        on_send(l, cqe, ud);
+        break;
+    case BUNRING_OP_WAKE:
+        if (!l->stopping)
+            begin_stop(l);
+        break;
+    case BUNRING_OP_TIMEOUT:
+        on_timeout(l, ud);
+        break;
+    default: /* cancel results carry nothing we need */
+        break;
+    }
+}
+
+int uring_setup(struct loop *l, struct bunring_error *err)
+{
+    const struct bunring_config *cfg = &l->srv->cfg;
+    struct io_uring_params p;
+    unsigned base = IORING_SETUP_CQSIZE;
+    unsigned tries[3] = {
+        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+        IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+        0,
+    };
+    uint32_t try_feats[3] = {
+        BUNRING_FEAT_SINGLE_ISSUER | BUNRING_FEAT_DEFER_TASKRUN,
+        BUNRING_FEAT_COOP_TASKRUN,
+        0,
+    };
+    int rc = -EINVAL;
+    for (int i = (cfg->flags & BUNRING_FLAG_NO_DEFER) ? 1 : 0; i < 3 && rc != 0; i++) {
+        memset(&p, 0, sizeof(p));
+        p.flags = base | tries[i];
+        p.cq_entries = CQ_ENTRIES;
+        if (cfg->flags & BUNRING_FLAG_SQPOLL) {
+            /* SQPOLL cannot be combined with DEFER_TASKRUN. */
+            if (tries[i] & IORING_SETUP_DEFER_TASKRUN)
+                continue;
+            p.flags |= IORING_SETUP_SQPOLL;
+            p.sq_thread_idle = 1000;
+        }
+        rc = io_uring_queue_init_params(SQ_ENTRIES, &l->ring, &p);
+        if (rc == 0)
+            l->features = try_feats[i] | ((cfg->flags & BUNRING_FLAG_SQPOLL) ? BUNRING_FEAT_SQPOLL : 0);
+    }
+    if (rc != 0) {
+        set_error(err, rc, "io_uring_queue_init failed: %s; use backend 'epoll'", strerror(-rc));
+        return rc;
+    }
+    l->ring_ready = true;
+    if (io_uring_register_ring_fd(&l->ring) == 1)
+        l->features |= BUNRING_FEAT_REGISTERED_RING_FD;
+
+    l->buf_ring_bytes = sizeof(struct io_uring_buf) * l->buf_count;
+    l->buf_ring = loop_alloc_aligned(l, 4096, l->buf_ring_bytes);
+    if (!l->buf_ring) {
+        set_error(err, -ENOMEM, "out of memory for the provided-buffer ring");
+        return -ENOMEM;
+    }
+    struct io_uring_buf_reg reg;
+    memset(&reg, 0, sizeof(reg));
+    reg.ring_addr = (uint64_t)(uintptr_t)l->buf_ring;
+    reg.ring_entries = l->buf_count;
+    reg.bgid = BUF_GROUP;
+    rc = io_uring_register_buf_ring(&l->ring, &reg, 0);
+    if (rc != 0) {
+        set_error(err, rc, "registering the provided-buffer ring failed: %s (needs Linux 5.19+); use backend 'epoll'",
+                  strerror(-rc));
+        return rc;
+    }
+    io_uring_buf_ring_init(l->buf_ring);
+    for (uint32_t i = 0; i < l->buf_count; i++)
+        return_buffer(l, (uint16_t)i);
+    io_uring_buf_ring_advance(l->buf_ring, (int)l->returned_bufs);
+    l->returned_bufs = 0;
+    l->features |= BUNRING_FEAT_MULTISHOT_ACCEPT | BUNRING_FEAT_MULTISHOT_RECV | BUNRING_FEAT_BUF_RING;
+
+    arm_wake_read(l);
+    arm_accept(l);
+    if (l->idle_ms)
+        arm_timer(l, TIMER_IDLE, idle_period(l));
+    return 0;
+}
+
+void uring_run(struct loop *l)
+{
+    struct io_uring_cqe *cqe;
+    l->now_ms = loop_clock_ms();
+    for (;;) {
+        if (l->stopping && l->open_conns == 0)
+            break;
+        io_uring_submit_and_wait(&l->ring, 1);
+        stat_add(l, BUNRING_STAT_WAIT_CALLS, 1);
+        stat_add(l, BUNRING_STAT_LOOP_ITERATIONS, 1);
+        l->now_ms = loop_clock_ms();
+        unsigned head, seen = 0;
+        io_uring_for_each_cqe(&l->ring, head, cqe)
+        {
+            handle_cqe(l, cqe);
+            if (++seen == CQE_BATCH)
+                break;
+        }
+        io_uring_cq_advance(&l->ring, seen);
+        if (l->returned_bufs) {
+            io_uring_buf_ring_advance(l->buf_ring, (int)l->returned_bufs);
+            l->returned_bufs = 0;
+            if (l->starved_head != NO_SLOT)
+                wake_starved(l);
+        }
+    }
+}
+
+void uring_teardown(struct loop *l)
+{
+    if (!l->ring_ready)
+        return;
+    /* Every connection is closed; cancel what remains (accept, timers, wake read) and reap it so the
+     * kernel holds no reference to our memory when it is freed. */
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&l->ring);
+    if (sqe) {
+        io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
+        io_uring_sqe_set_data64(sqe, bunring_ud_pack(BUNRING_OP_CANCEL, 0, 0, 0));
+        io_uring_submit(&l->ring);
+    }
+    io_uring_queue_exit(&l->ring);
+    l->ring_ready = false;
+    free(l->buf_ring);
+    l->buf_ring = NULL;
+}

@@ -1,0 +1,4 @@
+// index.ts — the public API of bunring: serve() an echo server on io_uring or epoll, probe() the
+// kernel, and the types that go with them.
+export { serve, probe, type Server, type ServerStats, type ProbeReport } from "./server.ts";
+export { DEFAULTS, type ServeOptions, type Backend } from "./options.ts";

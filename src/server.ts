@@ -1,0 +1,132 @@
+// server.ts — serve() and probe(): the public, Bun.listen-shaped face of a native echo server. Starts
+// the shim's loops (synchronously: the server listens when serve() returns), turns shim errors into
+// Errors that say what to do, reads live counters, and stops gracefully without blocking the JS thread.
+import { constants } from "node:os";
+import { probeNative, startNative, type NativeError, type NativeServer, type NativeStats } from "../ffi/index.ts";
+import { checkDrainMs, resolveOptions, type Backend, type ServeOptions } from "./options.ts";
+
+export type ServerStats = NativeStats;
+
+export interface Server {
+  readonly backend: Backend;
+  readonly host: string;
+  readonly port: number;
+  readonly threads: number;
+  /** io_uring features in use (empty for epoll). */
+  readonly features: readonly string[];
+  /** Set when backend "auto" fell back to epoll: why io_uring could not be used. */
+  readonly fallbackReason?: string;
+  /** True once stop() has finished. */
+  readonly stopped: boolean;
+  /** Live counters summed over all loops (the final values once stopped). */
+  stats(): ServerStats;
+  /** Stops accepting, lets in-flight echoes finish for up to drainMs, closes everything, frees. */
+  stop(options?: { drainMs?: number }): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+export interface ProbeReport {
+  kernel: string;
+  /** Whether the io_uring backend can run here. */
+  uring: boolean;
+  /** Why not, when it cannot. */
+  reason?: string;
+  features: string[];
+}
+
+/** What the running kernel's io_uring supports, and whether bunring's io_uring backend can run. */
+export function probe(): ProbeReport {
+  const p = probeNative();
+  const uring = p.features.includes("multishot_recv");
+  return {
+    kernel: p.kernel,
+    uring,
+    ...(uring ? {} : { reason: p.error?.message ?? "io_uring is unavailable" }),
+    features: p.features,
+  };
+}
+
+const errnoNames = new Map<number, string>(Object.entries(constants.errno).map(([name, n]) => [n, name]));
+
+function toError(e: NativeError, backend: Backend, host: string, port: number): Error {
+  const name = errnoNames.get(-e.code) ?? `errno ${-e.code}`;
+  const hint = backend === "uring" && /io_uring/.test(e.message) && !/epoll/.test(e.message) ? "; use backend 'epoll'" : "";
+  const err = new Error(`bunring: could not start the ${backend} server on ${host}:${port}: ${e.message}${hint}`);
+  return Object.assign(err, { code: name, errno: e.code });
+}
+
+/** Polls a condition without blocking the JS thread (the loops finish on their own threads). */
+async function until(done: () => boolean): Promise<void> {
+  let wait = 0;
+  while (!done()) {
+    await Bun.sleep(wait);
+    wait = Math.min(wait + 1, 5);
+  }
+}
+
+function wrap(native: NativeServer, backend: Backend, host: string, drainDefault: number, fallbackReason?: string): Server {
+  let finalStats: ServerStats | undefined;
+  let stopping: Promise<void> | undefined;
+  const stop = (options?: { drainMs?: number }): Promise<void> => {
+    if (stopping) return stopping;
+    const drainMs = options?.drainMs === undefined ? drainDefault : checkDrainMs(options.drainMs);
+    native.stop(drainMs);
+    stopping = until(() => native.done()).then(() => {
+      finalStats = native.readStats();
+      native.free();
+    });
+    return stopping;
+  };
+  return {
+    backend,
+    host,
+    port: native.port,
+    threads: native.threads,
+    features: backend === "uring" ? native.features : [],
+    ...(fallbackReason ? { fallbackReason } : {}),
+    get stopped() {
+      return finalStats !== undefined;
+    },
+    stats: () => finalStats ?? native.readStats(),
+    stop,
+    [Symbol.asyncDispose]: () => stop(),
+  };
+}
+
+/**
+ * Starts an echo server; it is listening when this returns. Throws TypeError/RangeError for a bad
+ * option and Error (with .code such as "EADDRINUSE") when the socket or io_uring cannot be set up.
+ */
+export function serve(options?: ServeOptions): Server {
+  const { backend: wanted, host, config } = resolveOptions(options);
+  let backend: Backend = wanted === "auto" ? "uring" : wanted;
+  let fallbackReason: string | undefined;
+  if (wanted === "auto") {
+    const p = probe();
+    if (!p.uring) {
+      backend = "epoll";
+      fallbackReason = p.reason;
+    }
+  }
+  const start = (b: Backend) => startNative({ ...config, backend: b, sqpoll: b === "uring" && config.sqpoll }, host);
+  let native: NativeServer;
+  try {
+    native = start(backend);
+  } catch (e) {
+    const ne = e as NativeError;
+    if (typeof ne.code !== "number") throw e;
+    // "auto": io_uring passed the probe but still failed to set up (e.g. locked memory limits).
+    if (wanted === "auto" && backend === "uring" && !/in use|permission|address/.test(ne.message)) {
+      backend = "epoll";
+      fallbackReason = ne.message;
+      try {
+        native = start(backend);
+      } catch (e2) {
+        throw toError(e2 as NativeError, backend, host, config.port);
+      }
+    } else {
+      throw toError(ne, backend, host, config.port);
+    }
+  }
+  return wrap(native, backend, host, config.drainMs, fallbackReason);
+}
