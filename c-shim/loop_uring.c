@@ -492,14 +492,8 @@ void uring_teardown(struct loop *l)
 {
     if (!l->ring_ready)
         return;
-    /* Every connection is closed; cancel what remains (accept, timers, wake read) and reap it so the
-     * kernel holds no reference to our memory when it is freed. */
-    struct io_uring_sqe *sqe = io_uring_get_sqe(&l->ring);
-    if (sqe) {
-        io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
-        io_uring_sqe_set_data64(sqe, bunring_ud_pack(BUNRING_OP_CANCEL, 0, 0, 0));
-        io_uring_submit(&l->ring);
-    }
+    /* Every connection is closed and its operations completed; what may remain (the cancelled accept,
+     * a timer) touches no memory of ours, and exiting the ring cancels it. */
     io_uring_queue_exit(&l->ring);
     l->ring_ready = false;
     free(l->buf_ring);

@@ -213,7 +213,7 @@ bunring_server *bunring_server_start(const struct bunring_config *cfg, const cha
         struct bunring_error perr;
         uint32_t feats = (cfg->flags & BUNRING_FLAG_FORCE_NO_URING) ? 0 : probe_kernel(&perr);
         if (cfg->flags & BUNRING_FLAG_FORCE_NO_URING)
-            set_error(&perr, -ENOSYS, "io_uring is unavailable (forced off for testing)");
+            set_error(&perr, -ENOSYS, "io_uring is unavailable (disabled by BUNRING_DISABLE_URING=1)");
         if (!(feats & BUNRING_FEAT_MULTISHOT_RECV)) {
             set_error(err, perr.code ? perr.code : -ENOSYS, "%s; use backend 'epoll'", perr.message);
             return NULL;

@@ -34,8 +34,19 @@ export interface ProbeReport {
   features: string[];
 }
 
+/**
+ * BUNRING_DISABLE_URING=1 makes bunring behave as if the kernel refused io_uring (as under a seccomp
+ * filter or kernel.io_uring_disabled=2): how the fallback and the error paths are tested.
+ */
+function uringDisabledByEnv(): boolean {
+  return process.env.BUNRING_DISABLE_URING === "1";
+}
+
 /** What the running kernel's io_uring supports, and whether bunring's io_uring backend can run. */
 export function probe(): ProbeReport {
+  if (uringDisabledByEnv()) {
+    return { kernel: probeNative().kernel, uring: false, reason: "io_uring is disabled (BUNRING_DISABLE_URING=1)", features: [] };
+  }
   const p = probeNative();
   const uring = p.features.includes("multishot_recv");
   return {
@@ -108,7 +119,8 @@ export function serve(options?: ServeOptions): Server {
       fallbackReason = p.reason;
     }
   }
-  const start = (b: Backend) => startNative({ ...config, backend: b, sqpoll: b === "uring" && config.sqpoll }, host);
+  const start = (b: Backend) =>
+    startNative({ ...config, backend: b, sqpoll: b === "uring" && config.sqpoll, forceNoUring: uringDisabledByEnv() }, host);
   let native: NativeServer;
   try {
     native = start(backend);
