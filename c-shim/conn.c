@@ -124,11 +124,17 @@ struct conn *conn_open(struct loop *l, int fd)
 static void starved_unlink(struct loop *l, struct conn *c)
 {
     uint32_t slot = conn_slot(l, c);
+    uint32_t prev = NO_SLOT;
     uint32_t *link = &l->starved_head;
-    while (*link != NO_SLOT && *link != slot)
+    while (*link != NO_SLOT && *link != slot) {
+        prev = *link;
         link = &l->conns[*link].next;
-    if (*link == slot)
+    }
+    if (*link == slot) {
         *link = c->next;
+        if (l->starved_tail == slot)
+            l->starved_tail = prev;
+    }
     c->flags &= ~(uint32_t)CONN_STARVED;
 }
 
@@ -198,20 +204,28 @@ bool conn_below_resume(const struct loop *l, const struct conn *c)
     return c->pending <= l->pause_bytes / 2 && c->held <= l->pause_buffers / 2;
 }
 
+/* The starved list is FIFO so that, as buffers come back, the longest-waiting connection goes first. */
 void starved_push(struct loop *l, struct conn *c)
 {
     if (c->flags & CONN_STARVED)
         return;
     c->flags |= CONN_STARVED;
-    c->next = l->starved_head;
-    l->starved_head = conn_slot(l, c);
+    c->next = NO_SLOT;
+    if (l->starved_head == NO_SLOT)
+        l->starved_head = conn_slot(l, c);
+    else
+        l->conns[l->starved_tail].next = conn_slot(l, c);
+    l->starved_tail = conn_slot(l, c);
 }
 
-uint32_t starved_take_all(struct loop *l)
+struct conn *starved_pop(struct loop *l)
 {
-    uint32_t head = l->starved_head;
-    l->starved_head = NO_SLOT;
-    return head;
+    if (l->starved_head == NO_SLOT)
+        return NULL;
+    struct conn *c = &l->conns[l->starved_head];
+    l->starved_head = c->next;
+    c->flags &= ~(uint32_t)CONN_STARVED;
+    return c;
 }
 
 bool loop_stop_requested(const struct loop *l)

@@ -62,7 +62,8 @@ struct loop {
     uint32_t max_conns;
     uint32_t free_head;    /* free slot list */
     uint32_t open_conns;
-    uint32_t starved_head; /* connections waiting for buffers */
+    uint32_t starved_head; /* FIFO of connections waiting for buffers */
+    uint32_t starved_tail;
 
     /* receive buffers: buffer_count * buffer_size bytes, plus per-buffer queue links */
     uint8_t *buf_mem;
@@ -160,7 +161,7 @@ bool conn_over_limit(const struct loop *l, const struct conn *c);
 bool conn_below_resume(const struct loop *l, const struct conn *c);
 
 void starved_push(struct loop *l, struct conn *c);
-uint32_t starved_take_all(struct loop *l); /* detaches the list; returns its head slot */
+struct conn *starved_pop(struct loop *l); /* oldest starved connection, or NULL */
 
 bool loop_stop_requested(const struct loop *l);
 uint32_t loop_drain_ms(const struct loop *l);

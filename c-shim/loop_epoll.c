@@ -271,15 +271,12 @@ static void accept_all(struct loop *l)
     }
 }
 
+/* Lets connections that stopped for want of buffers read again, oldest first, while buffers last. */
 static void wake_starved(struct loop *l)
 {
-    uint32_t slot = starved_take_all(l);
-    while (slot != NO_SLOT) {
-        struct conn *c = &l->conns[slot];
-        slot = c->next;
-        c->flags &= ~(uint32_t)CONN_STARVED;
+    struct conn *c;
+    while (l->free_bufs > 0 && (c = starved_pop(l)) != NULL)
         service_conn(l, c, true, false);
-    }
 }
 
 static void begin_stop(struct loop *l)

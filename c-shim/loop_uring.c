@@ -291,14 +291,13 @@ static void begin_stop(struct loop *l)
         if (!(c->flags & CONN_IN_USE) || (c->flags & CONN_CLOSING))
             continue;
         c->flags |= CONN_DRAINING;
-        if (c->flags & CONN_STARVED)
-            c->flags &= ~(uint32_t)CONN_STARVED;
         if (c->flags & CONN_RECV_ARMED)
             cancel_recv(l, c);
         else if (c->q_head == NO_BUF && !(c->flags & CONN_SEND_INFLIGHT))
             close_conn(l, c, BUNRING_STAT_CONN_CLOSED_STOP);
     }
-    l->starved_head = NO_SLOT;
+    while (starved_pop(l)) {
+    }
 }
 
 static void force_close_all(struct loop *l)
@@ -350,17 +349,16 @@ static void on_timeout(struct loop *l, uint64_t ud)
     }
 }
 
-/* Re-arms receiving for connections that hit ENOBUFS, now that buffers came back. */
-static void wake_starved(struct loop *l)
+/* Re-arms receiving for connections that hit ENOBUFS, one per buffer that came back, oldest first:
+ * waking every starved connection for a single buffer would only make the rest fail again. */
+static void wake_starved(struct loop *l, uint32_t budget)
 {
-    uint32_t slot = starved_take_all(l);
-    while (slot != NO_SLOT) {
-        struct conn *c = &l->conns[slot];
-        slot = c->next;
-        c->flags &= ~(uint32_t)CONN_STARVED;
+    struct conn *c;
+    while (budget > 0 && (c = starved_pop(l)) != NULL) {
         if (!(c->flags & (CONN_RECV_ARMED | CONN_PAUSED | CONN_PEER_EOF | CONN_DRAINING | CONN_CLOSING))) {
             stat_add(l, BUNRING_STAT_RECV_REARMS, 1);
             arm_recv(l, c);
+            budget--;
         }
     }
 }
@@ -481,9 +479,9 @@ void uring_run(struct loop *l)
         io_uring_cq_advance(&l->ring, seen);
         if (l->returned_bufs) {
             io_uring_buf_ring_advance(l->buf_ring, (int)l->returned_bufs);
-            l->returned_bufs = 0;
             if (l->starved_head != NO_SLOT)
-                wake_starved(l);
+                wake_starved(l, l->returned_bufs);
+            l->returned_bufs = 0;
         }
     }
 }
