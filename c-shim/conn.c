@@ -46,8 +46,7 @@ void *loop_alloc_aligned(struct loop *l, size_t align, size_t bytes)
         stat_add(l, BUNRING_STAT_ALLOCS_AFTER_START, 1);
     if (posix_memalign(&p, align, bytes ? bytes : 1) != 0)
         return NULL;
-    memset(p, 0, bytes);
-    return p;
+    return p; /* not zeroed: large buffers stay untouched (and cost no memory) until used */
 }
 
 int loop_alloc_tables(struct loop *l, struct bunring_error *err)
@@ -67,11 +66,10 @@ int loop_alloc_tables(struct loop *l, struct bunring_error *err)
                   l->max_conns, l->buf_count, l->buf_size);
         return -ENOMEM;
     }
-    for (uint32_t i = 0; i < l->max_conns; i++) {
-        l->conns[i].fd = -1;
-        l->conns[i].next = i + 1 < l->max_conns ? i + 1 : NO_SLOT;
-    }
-    l->free_head = 0;
+    /* Slots are handed out fresh from the zeroed table first, then from the free list, so a large
+     * maxConnections costs memory only for connections actually made. */
+    l->free_head = NO_SLOT;
+    l->fresh_slots = 0;
     l->starved_head = NO_SLOT;
     for (uint32_t i = 0; i < l->buf_count; i++)
         l->buf_next[i] = (uint16_t)(i + 1 < l->buf_count ? i + 1 : NO_BUF);
@@ -102,10 +100,15 @@ void loop_free_tables(struct loop *l)
 
 struct conn *conn_open(struct loop *l, int fd)
 {
-    if (l->free_head == NO_SLOT)
+    struct conn *c;
+    if (l->free_head != NO_SLOT) {
+        c = &l->conns[l->free_head];
+        l->free_head = c->next;
+    } else if (l->fresh_slots < l->max_conns) {
+        c = &l->conns[l->fresh_slots++];
+    } else {
         return NULL;
-    struct conn *c = &l->conns[l->free_head];
-    l->free_head = c->next;
+    }
     uint32_t gen = c->gen;
     memset(c, 0, sizeof(*c));
     c->gen = gen;

@@ -61,6 +61,7 @@ struct loop {
     struct conn *conns;
     uint32_t max_conns;
     uint32_t free_head;    /* free slot list */
+    uint32_t fresh_slots;  /* slots below this index have been used at least once */
     uint32_t open_conns;
     uint32_t starved_head; /* FIFO of connections waiting for buffers */
     uint32_t starved_tail;
@@ -138,7 +139,7 @@ static inline void stat_sub(struct loop *l, enum bunring_stat s, uint64_t v)
 }
 
 void *loop_alloc(struct loop *l, size_t bytes); /* zeroed; counts allocations made after start */
-void *loop_alloc_aligned(struct loop *l, size_t align, size_t bytes);
+void *loop_alloc_aligned(struct loop *l, size_t align, size_t bytes); /* not zeroed */
 int loop_alloc_tables(struct loop *l, struct bunring_error *err);
 void loop_free_tables(struct loop *l);
 

@@ -287,7 +287,7 @@ static void begin_stop(struct loop *l)
         close(l->listen_fd);
         l->listen_fd = -1;
     }
-    for (uint32_t i = 0; i < l->max_conns; i++) {
+    for (uint32_t i = 0; i < l->fresh_slots; i++) {
         struct conn *c = &l->conns[i];
         if (!(c->flags & CONN_IN_USE))
             continue;
@@ -299,7 +299,7 @@ static void begin_stop(struct loop *l)
 
 static void close_all(struct loop *l, enum bunring_stat reason, bool idle_only)
 {
-    for (uint32_t i = 0; i < l->max_conns; i++) {
+    for (uint32_t i = 0; i < l->fresh_slots; i++) {
         struct conn *c = &l->conns[i];
         if (!(c->flags & CONN_IN_USE))
             continue;

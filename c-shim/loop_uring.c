@@ -286,7 +286,7 @@ static void begin_stop(struct loop *l)
     close(l->listen_fd);
     l->listen_fd = -1;
     arm_timer(l, TIMER_DRAIN, loop_drain_ms(l));
-    for (uint32_t i = 0; i < l->max_conns; i++) {
+    for (uint32_t i = 0; i < l->fresh_slots; i++) {
         struct conn *c = &l->conns[i];
         if (!(c->flags & CONN_IN_USE) || (c->flags & CONN_CLOSING))
             continue;
@@ -303,7 +303,7 @@ static void begin_stop(struct loop *l)
 static void force_close_all(struct loop *l)
 {
     l->force_close_done = true;
-    for (uint32_t i = 0; i < l->max_conns; i++) {
+    for (uint32_t i = 0; i < l->fresh_slots; i++) {
         struct conn *c = &l->conns[i];
         if (c->flags & CONN_IN_USE)
             close_conn(l, c, BUNRING_STAT_CONN_CLOSED_STOP);
@@ -312,7 +312,7 @@ static void force_close_all(struct loop *l)
 
 static void idle_sweep(struct loop *l)
 {
-    for (uint32_t i = 0; i < l->max_conns; i++) {
+    for (uint32_t i = 0; i < l->fresh_slots; i++) {
         struct conn *c = &l->conns[i];
         if ((c->flags & CONN_IN_USE) && !(c->flags & CONN_CLOSING) && l->now_ms - c->last_active >= l->idle_ms)
             close_conn(l, c, BUNRING_STAT_CONN_CLOSED_IDLE);
@@ -433,6 +433,7 @@ int uring_setup(struct loop *l, struct bunring_error *err)
         set_error(err, -ENOMEM, "out of memory for the provided-buffer ring");
         return -ENOMEM;
     }
+    memset(l->buf_ring, 0, l->buf_ring_bytes);
     struct io_uring_buf_reg reg;
     memset(&reg, 0, sizeof(reg));
     reg.ring_addr = (uint64_t)(uintptr_t)l->buf_ring;
