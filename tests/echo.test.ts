@@ -2,7 +2,7 @@
 // connections streaming megabytes with byte-exact checks (scarce buffers force ENOBUFS/starvation),
 // thousands of concurrent connections, half-close, a reader that stops reading (pause/resume), and
 // peers that reset mid-stream. Every scenario ends by checking the counters against what was sent.
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
 import net from "node:net";
 import { echoMany, echoSmall, echoStream, openConn, Pattern, PATTERN_LEN } from "./helpers/echo.ts";
 import { BACKENDS, backendAvailable, expectQuiet, fmtStats, startServer, stopAll } from "./helpers/server.ts";
@@ -15,6 +15,8 @@ const STREAM_BYTES = envInt("BUNRING_STREAM_BYTES", SOAK ? 64 * MiB : 8 * MiB);
 const SCARCE_BYTES = envInt("BUNRING_SCARCE_BYTES", SOAK ? 16 * MiB : 2 * MiB);
 const MANY_CONNS = envInt("BUNRING_MANY_CONNS", SOAK ? 8000 : 2000);
 
+// bunfig.toml's [test] timeout is not applied by bun 1.4.5 (tests died at 5 s): set it here.
+setDefaultTimeout(SOAK ? 600_000 : 120_000);
 afterEach(stopAll);
 
 describe.each([...BACKENDS])("%s echo", (backend) => {
