@@ -14,7 +14,8 @@
  *   - stops the server while clients flood it, checks it finishes, every client sees its connection
  *     end and the stats say the connections were closed by stop; then frees it;
  *   - also: start failures (port in use, bad config) return NULL with an error and leak nothing,
- *     bunring_server_free on a running server with an open connection, and ABI round-trips.
+ *     bunring_server_free on a running server with an open connection, restarting on the same port
+ *     right after free (the port must be released), and ABI round-trips.
  * Exits 0 only if every check passed; prints one summary line. A watchdog (alarm) turns a hang
  * into a failure.
  *
@@ -430,6 +431,7 @@ static void scenario_server(const struct opts *o, uint32_t backend, uint32_t thr
 {
     char ctx[64];
     snprintf(ctx, sizeof(ctx), "%s threads=%u", backend_name(backend), threads);
+    unsigned failures_before = g_failures;
     struct bunring_config cfg;
     base_config(&cfg, backend, threads);
     struct bunring_error err;
@@ -570,7 +572,7 @@ static void scenario_server(const struct opts *o, uint32_t backend, uint32_t thr
     free(fc);
     free(th);
     free(started);
-    if (g_failures)
+    if (g_failures > failures_before)
         dump_stats(srv, ctx);
     bunring_server_free(srv);
 }
@@ -602,6 +604,34 @@ static void scenario_free_running(uint32_t backend, uint32_t threads)
         ssize_t n = pr > 0 ? recv(fd, &b, 1, 0) : 1;
         check(n <= 0, ctx, "client connection not closed by free (poll %d, recv %zd)", pr, n);
         close(fd);
+    }
+}
+
+/* After bunring_server_free returns, the port is free again: a new server can bind it at once (a
+ * restart). Ten cycles on one port, idle and with one echoed connection. */
+static void scenario_restart(uint32_t backend, uint32_t threads)
+{
+    char ctx[64];
+    snprintf(ctx, sizeof(ctx), "%s threads=%u restart", backend_name(backend), threads);
+    struct bunring_config cfg;
+    struct bunring_error err;
+    uint32_t port = 0;
+    for (int i = 0; i < 10; i++) {
+        base_config(&cfg, backend, threads);
+        cfg.port = port;
+        memset(&err, 0, sizeof(err));
+        bunring_server *srv = bunring_server_start(&cfg, "127.0.0.1", &err);
+        if (!check(srv != NULL, ctx, "cycle %d: start on port %u right after the previous server was freed: %d %s", i,
+                   port, err.code, err.message))
+            return;
+        port = bunring_server_port(srv);
+        if (i % 2 == 1)
+            run_echo_clients(ctx, port, 1, 4096, 500u + (uint32_t)i);
+        bunring_server_stop(srv, 0);
+        uint64_t end = now_ms() + 5000;
+        while (!bunring_server_done(srv) && now_ms() < end)
+            sleep_ms(1);
+        bunring_server_free(srv);
     }
 }
 
@@ -781,6 +811,7 @@ int main(int argc, char **argv)
                 continue;
             scenario_server(&o, backends[b], t);
             scenario_free_running(backends[b], t);
+            scenario_restart(backends[b], t);
             size_t len = strlen(ran);
             snprintf(ran + len, sizeof(ran) - len, "%s%s/t%u", len ? " " : "", backend_name(backends[b]), t);
         }
