@@ -104,7 +104,9 @@ describe.each([...BACKENDS])("%s stats", (backend) => {
         fc.boolean(),
         async (sizes, halfClose) => {
           await Promise.all(
-            sizes.map((n, i) => echoStream({ port: s.port, bytes: n, seed: conns + i, halfClose, chunkSize: 1 + (n % 40_000) })),
+            sizes.map((n, i) =>
+              echoStream({ port: s.port, bytes: n, seed: conns + i, halfClose, chunkSize: 1 + (n % 40_000), timeoutMs: 15_000 }),
+            ),
           );
           bytes += sizes.reduce((a, b) => a + b, 0);
           conns += sizes.length;

@@ -133,7 +133,8 @@ export function echoStream(o: EchoOptions): Promise<EchoResult> {
       }
       if (!writeDone && sent >= o.bytes) {
         writeDone = true;
-        if (o.halfClose) sock.end();
+        // half-close now; otherwise end once everything came back (already true for 0 bytes)
+        if (o.halfClose || received === o.bytes) sock.end();
       }
     };
 
