@@ -464,7 +464,9 @@ void uring_run(struct loop *l)
     struct io_uring_cqe *cqe;
     l->now_ms = loop_clock_ms();
     for (;;) {
-        if (l->stopping && l->open_conns == 0)
+        /* Done when every connection is closed and the accept request has completed: until then it
+         * holds the listening socket open (and its port bound) even though our fd is closed. */
+        if (l->stopping && l->open_conns == 0 && !l->accept_armed)
             break;
         io_uring_submit_and_wait(&l->ring, 1);
         stat_add(l, BUNRING_STAT_WAIT_CALLS, 1);
