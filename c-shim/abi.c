@@ -18,6 +18,7 @@ static const char *const stat_names[BUNRING_STAT_COUNT] = {
     [BUNRING_STAT_ACCEPT_ERRORS] = "acceptErrors",
     [BUNRING_STAT_BYTES_IN] = "bytesIn",
     [BUNRING_STAT_BYTES_OUT] = "bytesOut",
+    [BUNRING_STAT_BYTES_DISCARDED] = "bytesDiscarded",
     [BUNRING_STAT_RECV_COMPLETIONS] = "recvCompletions",
     [BUNRING_STAT_SEND_COMPLETIONS] = "sendCompletions",
     [BUNRING_STAT_SHORT_SENDS] = "shortSends",

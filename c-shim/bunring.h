@@ -87,6 +87,7 @@ enum bunring_stat {
     BUNRING_STAT_ACCEPT_ERRORS,       /* accept failed (EMFILE, ENFILE, ENOMEM, ...) */
     BUNRING_STAT_BYTES_IN,
     BUNRING_STAT_BYTES_OUT,
+    BUNRING_STAT_BYTES_DISCARDED,     /* received after stop() began: not echoed, dropped */
     BUNRING_STAT_RECV_COMPLETIONS,    /* successful receives (uring CQEs / epoll recv calls) */
     BUNRING_STAT_SEND_COMPLETIONS,    /* successful sends */
     BUNRING_STAT_SHORT_SENDS,         /* sends that moved fewer bytes than asked */

@@ -180,6 +180,7 @@ void queue_push(struct loop *l, struct conn *c, uint16_t bid, uint32_t len)
     c->q_tail = bid;
     c->pending += len;
     c->held++;
+    l->bufs_queued++;
     stat_add(l, BUNRING_STAT_BUFFERS_IN_USE, 1);
 }
 
@@ -192,6 +193,7 @@ uint16_t queue_pop(struct loop *l, struct conn *c)
     c->pending -= l->buf_len[bid] - c->head_off;
     c->head_off = 0;
     c->held--;
+    l->bufs_queued--;
     stat_sub(l, BUNRING_STAT_BUFFERS_IN_USE, 1);
     return bid;
 }

@@ -28,7 +28,8 @@ enum conn_flag {
     CONN_STARVED = 1u << 6,       /* waiting for a free buffer before receiving again */
     CONN_CANCELLING = 1u << 7,    /* uring: a cancel for the recv has been submitted */
     CONN_WANT_WRITE = 1u << 8,    /* epoll: EPOLLOUT is armed */
-    CONN_DRAINING = 1u << 9,      /* stop(): no more receiving; close once the queue is empty */
+    CONN_DRAINING = 1u << 9,      /* stop(): echo what is queued, then linger (FIN, discard input) */
+    CONN_WR_SHUT = 1u << 10,      /* stop(): our write side is shut down; waiting for the peer's EOF */
 };
 
 struct conn {
@@ -73,7 +74,8 @@ struct loop {
     uint16_t *buf_next;
     uint32_t *buf_len;
     uint16_t free_buf_head; /* epoll: free buffer list; uring: free buffers live in the kernel ring */
-    uint32_t free_bufs;
+    uint32_t free_bufs;     /* epoll: buffers on the free list */
+    uint32_t bufs_queued;   /* buffers holding unechoed bytes, across all connections */
     uint32_t pause_bytes;   /* pause receiving at this many pending bytes */
     uint32_t pause_buffers; /* ... or this many held buffers */
 

@@ -145,9 +145,30 @@ static bool flush_queue(struct loop *l, struct conn *c)
     return true;
 }
 
+/* Stopping, after the echo was handed to the kernel: read and drop input until the peer's EOF (which
+ * closes the connection) or EAGAIN. false: connection closed. */
+static bool discard_input(struct loop *l, struct conn *c)
+{
+    for (;;) {
+        ssize_t n = recv(c->fd, l->scratch, l->scratch_size, 0);
+        if (n > 0) {
+            stat_add(l, BUNRING_STAT_BYTES_DISCARDED, (uint64_t)n);
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return true;
+        close_conn(l, c, n == 0 ? BUNRING_STAT_CONN_CLOSED_STOP : BUNRING_STAT_CONN_CLOSED_RESET);
+        return false;
+    }
+}
+
 /* Reads until EAGAIN, echoing as it goes. false: connection closed. */
 static bool read_and_echo(struct loop *l, struct conn *c)
 {
+    if (c->flags & CONN_WR_SHUT)
+        return discard_input(l, c);
     while (!(c->flags & (CONN_PEER_EOF | CONN_DRAINING))) {
         if (conn_over_limit(l, c)) {
             if (!(c->flags & CONN_PAUSED)) {
@@ -216,12 +237,16 @@ static void after_flush(struct loop *l, struct conn *c)
         return;
     }
     if (c->flags & CONN_PEER_EOF) {
-        close_conn(l, c, BUNRING_STAT_CONN_CLOSED_EOF);
+        close_conn(l, c, (c->flags & CONN_DRAINING) ? BUNRING_STAT_CONN_CLOSED_STOP : BUNRING_STAT_CONN_CLOSED_EOF);
         return;
     }
-    if (c->flags & CONN_DRAINING) {
-        close_conn(l, c, BUNRING_STAT_CONN_CLOSED_STOP);
-        return;
+    if ((c->flags & CONN_DRAINING) && !(c->flags & CONN_WR_SHUT)) {
+        /* Stopping and all echoed: FIN after the echo, then drop input until the peer closes, so that
+         * closing never sends an RST that would destroy echoed bytes still in flight. */
+        c->flags |= CONN_WR_SHUT;
+        shutdown(c->fd, SHUT_WR);
+        if (!discard_input(l, c))
+            return;
     }
     if (c->flags & CONN_WANT_WRITE)
         set_events(l, c, false);
@@ -236,7 +261,7 @@ static void service_conn(struct loop *l, struct conn *c, bool readable, bool wri
         stat_sub(l, BUNRING_STAT_PAUSED_NOW, 1);
         readable = true; /* edge-triggered: bytes may be waiting that raised no new event */
     }
-    if (readable && !(c->flags & (CONN_PAUSED | CONN_STARVED)) && !read_and_echo(l, c))
+    if (readable && (!(c->flags & (CONN_PAUSED | CONN_STARVED)) || (c->flags & CONN_WR_SHUT)) && !read_and_echo(l, c))
         return;
     after_flush(l, c);
 }
@@ -292,8 +317,7 @@ static void begin_stop(struct loop *l)
         if (!(c->flags & CONN_IN_USE))
             continue;
         c->flags |= CONN_DRAINING;
-        if (c->q_head == NO_BUF)
-            close_conn(l, c, BUNRING_STAT_CONN_CLOSED_STOP);
+        after_flush(l, c); /* lingers at once when nothing is left to echo */
     }
 }
 

@@ -131,17 +131,38 @@ static void close_conn(struct loop *l, struct conn *c, enum bunring_stat reason)
     try_finish_close(l, c);
 }
 
-/* After the queue shrank: close if the peer is done or we are draining, else maybe resume. */
+/* Stop, once this connection's echo is all handed to the kernel: send FIN after it (shutdown of our
+ * write side), then keep receiving and discarding until the peer closes, so closing never sends an
+ * RST that would destroy echoed bytes still in flight. The drain deadline bounds the wait. */
+static void start_lingering(struct loop *l, struct conn *c)
+{
+    c->flags |= CONN_WR_SHUT;
+    shutdown(c->fd, SHUT_WR);
+    if (c->flags & CONN_PEER_EOF) {
+        close_conn(l, c, BUNRING_STAT_CONN_CLOSED_STOP);
+        return;
+    }
+    if (!(c->flags & (CONN_RECV_ARMED | CONN_STARVED)))
+        arm_recv(l, c);
+}
+
+/* After the queue shrank: close if the peer is done, linger if we are stopping, else maybe resume. */
 static void after_queue_change(struct loop *l, struct conn *c)
 {
-    if (c->q_head == NO_BUF && (c->flags & (CONN_PEER_EOF | CONN_DRAINING))) {
-        close_conn(l, c, (c->flags & CONN_PEER_EOF) ? BUNRING_STAT_CONN_CLOSED_EOF : BUNRING_STAT_CONN_CLOSED_STOP);
-        return;
+    if (c->q_head == NO_BUF && !(c->flags & CONN_SEND_INFLIGHT)) {
+        if ((c->flags & CONN_DRAINING) && !(c->flags & CONN_WR_SHUT)) {
+            start_lingering(l, c);
+            return;
+        }
+        if (c->flags & CONN_PEER_EOF) {
+            close_conn(l, c, (c->flags & CONN_DRAINING) ? BUNRING_STAT_CONN_CLOSED_STOP : BUNRING_STAT_CONN_CLOSED_EOF);
+            return;
+        }
     }
     if ((c->flags & CONN_PAUSED) && conn_below_resume(l, c)) {
         c->flags &= ~(uint32_t)CONN_PAUSED;
         stat_sub(l, BUNRING_STAT_PAUSED_NOW, 1);
-        if (!(c->flags & (CONN_RECV_ARMED | CONN_PEER_EOF | CONN_DRAINING | CONN_CLOSING | CONN_STARVED)))
+        if (!(c->flags & (CONN_RECV_ARMED | CONN_PEER_EOF | CONN_CLOSING | CONN_STARVED)))
             arm_recv(l, c);
     }
 }
@@ -190,23 +211,33 @@ static void on_recv(struct loop *l, struct io_uring_cqe *cqe, uint64_t ud)
     if (!more)
         c->flags &= ~(uint32_t)(CONN_RECV_ARMED | CONN_CANCELLING);
     int res = cqe->res;
+    if (res > 0 && (c->flags & CONN_DRAINING)) {
+        /* Stopping: bytes that arrive now are not echoed; they are counted and dropped. */
+        return_buffer(l, bid);
+        stat_add(l, BUNRING_STAT_BYTES_DISCARDED, (uint64_t)res);
+        if (c->flags & CONN_CLOSING)
+            try_finish_close(l, c);
+        else if (!more)
+            arm_recv(l, c);
+        return;
+    }
     if (res > 0) {
         c->last_active = l->now_ms;
         stat_add(l, BUNRING_STAT_RECV_COMPLETIONS, 1);
         stat_add(l, BUNRING_STAT_BYTES_IN, (uint64_t)res);
         queue_push(l, c, bid, (uint32_t)res);
-        if (!(c->flags & (CONN_SEND_INFLIGHT | CONN_CLOSING)))
-            start_send(l, c);
         if (c->flags & CONN_CLOSING) {
             try_finish_close(l, c);
             return;
         }
+        if (!(c->flags & CONN_SEND_INFLIGHT))
+            start_send(l, c);
         if (conn_over_limit(l, c) && !(c->flags & CONN_PAUSED)) {
             c->flags |= CONN_PAUSED;
             stat_add(l, BUNRING_STAT_PAUSES, 1);
             stat_add(l, BUNRING_STAT_PAUSED_NOW, 1);
         }
-        if (c->flags & (CONN_PAUSED | CONN_DRAINING))
+        if (c->flags & CONN_PAUSED)
             cancel_recv(l, c);
         else if (!more) {
             stat_add(l, BUNRING_STAT_RECV_REARMS, 1);
@@ -222,19 +253,16 @@ static void on_recv(struct loop *l, struct io_uring_cqe *cqe, uint64_t ud)
     }
     if (res == 0) {
         c->flags |= CONN_PEER_EOF;
-        if (!(c->flags & CONN_SEND_INFLIGHT))
-            after_queue_change(l, c);
+        after_queue_change(l, c);
     } else if (res == -ENOBUFS) {
         /* The ring is empty: wait for buffers to come back, then receive again. */
         stat_add(l, BUNRING_STAT_ENOBUFS, 1);
-        if (!(c->flags & (CONN_PAUSED | CONN_DRAINING)))
+        if (!(c->flags & CONN_PAUSED))
             starved_push(l, c);
     } else if (res == -ECANCELED) {
-        /* We paused or are draining; resumed later by after_queue_change. */
-        if (!(c->flags & (CONN_PAUSED | CONN_DRAINING)) && !(c->flags & CONN_RECV_ARMED))
+        /* We paused; if the pause already ended, receive again (else after_queue_change will). */
+        if (!(c->flags & (CONN_PAUSED | CONN_RECV_ARMED)))
             arm_recv(l, c);
-        else if ((c->flags & CONN_DRAINING) && c->q_head == NO_BUF && !(c->flags & CONN_SEND_INFLIGHT))
-            close_conn(l, c, BUNRING_STAT_CONN_CLOSED_STOP);
     } else {
         close_conn(l, c, BUNRING_STAT_CONN_CLOSED_RESET);
     }
@@ -291,12 +319,7 @@ static void begin_stop(struct loop *l)
         if (!(c->flags & CONN_IN_USE) || (c->flags & CONN_CLOSING))
             continue;
         c->flags |= CONN_DRAINING;
-        if (c->flags & CONN_RECV_ARMED)
-            cancel_recv(l, c);
-        else if (c->q_head == NO_BUF && !(c->flags & CONN_SEND_INFLIGHT))
-            close_conn(l, c, BUNRING_STAT_CONN_CLOSED_STOP);
-    }
-    while (starved_pop(l)) {
+        after_queue_change(l, c); /* lingers at once when nothing is left to echo */
     }
 }
 
@@ -349,13 +372,14 @@ static void on_timeout(struct loop *l, uint64_t ud)
     }
 }
 
-/* Re-arms receiving for connections that hit ENOBUFS, one per buffer that came back, oldest first:
- * waking every starved connection for a single buffer would only make the rest fail again. */
+/* Re-arms receiving for connections that hit ENOBUFS, oldest first, at most one per buffer the ring
+ * should hold (buffers not queued on a connection): waking every starved connection for a single
+ * buffer would only make the rest fail again. */
 static void wake_starved(struct loop *l, uint32_t budget)
 {
     struct conn *c;
     while (budget > 0 && (c = starved_pop(l)) != NULL) {
-        if (!(c->flags & (CONN_RECV_ARMED | CONN_PAUSED | CONN_PEER_EOF | CONN_DRAINING | CONN_CLOSING))) {
+        if (!(c->flags & (CONN_RECV_ARMED | CONN_PAUSED | CONN_PEER_EOF | CONN_CLOSING))) {
             stat_add(l, BUNRING_STAT_RECV_REARMS, 1);
             arm_recv(l, c);
             budget--;
@@ -482,10 +506,12 @@ void uring_run(struct loop *l)
         io_uring_cq_advance(&l->ring, seen);
         if (l->returned_bufs) {
             io_uring_buf_ring_advance(l->buf_ring, (int)l->returned_bufs);
-            if (l->starved_head != NO_SLOT)
-                wake_starved(l, l->returned_bufs);
             l->returned_bufs = 0;
         }
+        /* Checked every iteration, not only when buffers came back: an ENOBUFS can arrive after the
+         * last buffer was already returned, and nothing else would wake that connection. */
+        if (l->starved_head != NO_SLOT && l->bufs_queued < l->buf_count)
+            wake_starved(l, l->buf_count - l->bufs_queued);
     }
 }
 

@@ -47,6 +47,7 @@ export const STAT_NAMES = [
   "acceptErrors",
   "bytesIn",
   "bytesOut",
+  "bytesDiscarded",
   "recvCompletions",
   "sendCompletions",
   "shortSends",

@@ -46,7 +46,7 @@ const FLAGS: Labels = {
 class UsageError extends Error {}
 
 function usageFail(message: string): never {
-  process.stderr.write(`bunring: ${message.replace(/^bunring: /, "")}\nRun with --help for the list of options.\n`);
+  process.stderr.write(`bunring: ${message.replace(/^bunring: /, "")} (see --help)\n`);
   process.exit(2);
 }
 
