@@ -64,6 +64,20 @@ describe.each([...BACKENDS])("CLI --backend %s", (backend) => {
     expect(st.errors).toBe(0);
   });
 
+  it("SIGINT the moment the banner appears still stops gracefully (10 times)", async () => {
+    // The banner is the readiness signal: a supervisor may signal as soon as it reads it, so the
+    // handlers must already be installed (else the default action kills the process).
+    const outcomes: string[] = [];
+    for (let i = 0; i < 10; i++) {
+      const run = cli(["--backend", backend, "--port", "0"]);
+      await bannerOf(run);
+      run.proc.kill(i % 2 ? "SIGTERM" : "SIGINT");
+      const r = await exitOf(run);
+      outcomes.push(r.signal ? `killed by ${r.signal}` : `exit ${r.code}${r.stdout.includes("bunring stopped:") ? "" : " without stopped line"}`);
+    }
+    expect(outcomes).toEqual(Array(10).fill("exit 0"));
+  });
+
   it("SIGTERM with a client connected: closes it, exits 0 promptly with the stopped line", async () => {
     const run = cli(["--backend", backend, "--port", "0", "--threads", "2"]);
     const b = await bannerOf(run);
