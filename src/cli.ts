@@ -141,16 +141,8 @@ function main(): void {
     process.stderr.write(`${(e as Error).message}\n`);
     process.exit(1);
   }
-  const address = server.host.includes(":") ? `[${server.host}]:${server.port}` : `${server.host}:${server.port}`;
-  const details = [
-    `kernel ${probeKernel()}`,
-    `${server.threads} thread${server.threads === 1 ? "" : "s"}`,
-    server.backend === "uring" ? `ring: ${server.features.join(", ")}` : "edge-triggered",
-  ];
-  if (server.fallbackReason) details.push(`io_uring unavailable, fell back to epoll: ${server.fallbackReason}`);
-  process.stdout.write(`bunring ${server.backend} listening on ${address} (${details.join("; ")})\n`);
-
-  // The loops run on native threads; this timer keeps Bun's event loop (and the process) alive.
+  // Handlers first, banner second: a supervisor may signal as soon as it reads the banner.
+  // The loops run on native threads; the timer keeps Bun's event loop (and the process) alive.
   const keepAlive = setInterval(() => {}, 1 << 30);
   let stopping = false;
   const shutdown = async (signal: string) => {
@@ -163,6 +155,15 @@ function main(): void {
   };
   process.on("SIGINT", () => void shutdown("SIGINT"));
   process.on("SIGTERM", () => void shutdown("SIGTERM"));
+
+  const address = server.host.includes(":") ? `[${server.host}]:${server.port}` : `${server.host}:${server.port}`;
+  const details = [
+    `kernel ${probeKernel()}`,
+    `${server.threads} thread${server.threads === 1 ? "" : "s"}`,
+    server.backend === "uring" ? `ring: ${server.features.join(", ")}` : "edge-triggered",
+  ];
+  if (server.fallbackReason) details.push(`io_uring unavailable, fell back to epoll: ${server.fallbackReason}`);
+  process.stdout.write(`bunring ${server.backend} listening on ${address} (${details.join("; ")})\n`);
 }
 
 function probeKernel(): string {
