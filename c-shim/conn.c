@@ -198,6 +198,21 @@ uint16_t queue_pop(struct loop *l, struct conn *c)
     return bid;
 }
 
+uint16_t queue_consume(struct loop *l, struct conn *c, uint32_t *bytes)
+{
+    if (*bytes == 0 || c->q_head == NO_BUF)
+        return NO_BUF;
+    uint32_t head_left = l->buf_len[c->q_head] - c->head_off;
+    if (*bytes >= head_left) {
+        *bytes -= head_left;
+        return queue_pop(l, c);
+    }
+    c->head_off += *bytes;
+    c->pending -= *bytes;
+    *bytes = 0;
+    return NO_BUF;
+}
+
 bool conn_over_limit(const struct loop *l, const struct conn *c)
 {
     return c->pending >= l->pause_bytes || c->held >= l->pause_buffers;

@@ -13,6 +13,8 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 
 #define NO_BUF 0xffffu /* end of a buffer chain (buffer ids are < 32768) */
 #define NO_SLOT UINT32_MAX
@@ -44,6 +46,7 @@ struct conn {
     uint8_t close_reason; /* enum bunring_stat of the close counter to bump */
     uint8_t pad[3];
     uint32_t next;        /* free-list / starved-list link (slot index) */
+    uint32_t send_bytes;  /* uring: bytes asked of the send in flight */
     uint32_t last_active; /* loop clock (ms) of the last byte in or out */
 };
 
@@ -97,6 +100,8 @@ struct loop {
     uint32_t timers_armed;
     struct __kernel_timespec timer_ts[3]; /* one per timer kind */
     uint64_t wake_value;
+    struct iovec *send_iov;  /* SEND_IOV_MAX per slot: iovecs of the sendmsg in flight */
+    struct msghdr *send_msg; /* one per slot */
     uint32_t features;
 
     /* epoll state */
@@ -160,6 +165,9 @@ static inline uint8_t *buf_addr(const struct loop *l, uint32_t bid)
 }
 void queue_push(struct loop *l, struct conn *c, uint16_t bid, uint32_t len);
 uint16_t queue_pop(struct loop *l, struct conn *c); /* returns the head buffer id */
+/* Accounts *bytes sent from the head of the queue: pops (and returns) a buffer once all of it was
+ * sent, else advances the head offset; returns NO_BUF when *bytes is used up. Call until NO_BUF. */
+uint16_t queue_consume(struct loop *l, struct conn *c, uint32_t *bytes);
 bool conn_over_limit(const struct loop *l, const struct conn *c);
 bool conn_below_resume(const struct loop *l, const struct conn *c);
 

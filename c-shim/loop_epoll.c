@@ -128,17 +128,9 @@ static bool flush_queue(struct loop *l, struct conn *c)
         if ((uint32_t)s < total)
             stat_add(l, BUNRING_STAT_SHORT_SENDS, 1);
         uint32_t left = (uint32_t)s;
-        while (left > 0) {
-            uint32_t head_left = l->buf_len[c->q_head] - c->head_off;
-            if (left >= head_left) {
-                left -= head_left;
-                give_buffer(l, queue_pop(l, c));
-            } else {
-                c->head_off += left;
-                c->pending -= left;
-                left = 0;
-            }
-        }
+        uint16_t bid;
+        while ((bid = queue_consume(l, c, &left)) != NO_BUF)
+            give_buffer(l, bid);
         if ((uint32_t)s < total)
             return true; /* the socket is full; EPOLLOUT tells us when to go on */
     }

@@ -22,6 +22,7 @@
 #define BUF_GROUP 0
 #define ACCEPT_RETRY_MS 50u
 #define IDLE_SWEEP_MAX_MS 1000u
+#define SEND_IOV_MAX 8u
 
 /* Timer kinds, carried in the slot field of a BUNRING_OP_TIMEOUT user_data. */
 enum uring_timer { TIMER_ACCEPT_RETRY = 0, TIMER_DRAIN = 1, TIMER_IDLE = 2 };
@@ -101,12 +102,34 @@ static void return_buffer(struct loop *l, uint16_t bid)
     l->returned_bufs++;
 }
 
+/* Echoes the head of the queue: one buffer with send, several (up to SEND_IOV_MAX) with sendmsg so a
+ * backlog of small buffers leaves in one operation. The msghdr and iovecs live in per-slot storage,
+ * untouched until the completion arrives. */
 static void start_send(struct loop *l, struct conn *c)
 {
     uint16_t bid = c->q_head;
+    uint32_t slot = conn_slot(l, c);
     struct io_uring_sqe *sqe = get_sqe(l);
-    io_uring_prep_send(sqe, c->fd, buf_addr(l, bid) + c->head_off, l->buf_len[bid] - c->head_off, MSG_NOSIGNAL);
-    io_uring_sqe_set_data64(sqe, bunring_ud_pack(BUNRING_OP_SEND, bid, conn_slot(l, c), c->gen));
+    if (l->buf_next[bid] == NO_BUF) {
+        c->send_bytes = l->buf_len[bid] - c->head_off;
+        io_uring_prep_send(sqe, c->fd, buf_addr(l, bid) + c->head_off, c->send_bytes, MSG_NOSIGNAL);
+    } else {
+        struct iovec *iov = &l->send_iov[(size_t)slot * SEND_IOV_MAX];
+        uint32_t n = 0;
+        c->send_bytes = 0;
+        for (uint16_t b = bid; b != NO_BUF && n < SEND_IOV_MAX; b = l->buf_next[b], n++) {
+            uint32_t off = n == 0 ? c->head_off : 0;
+            iov[n].iov_base = buf_addr(l, b) + off;
+            iov[n].iov_len = l->buf_len[b] - off;
+            c->send_bytes += (uint32_t)iov[n].iov_len;
+        }
+        struct msghdr *msg = &l->send_msg[slot];
+        memset(msg, 0, sizeof(*msg));
+        msg->msg_iov = iov;
+        msg->msg_iovlen = n;
+        io_uring_prep_sendmsg(sqe, c->fd, msg, MSG_NOSIGNAL);
+    }
+    io_uring_sqe_set_data64(sqe, bunring_ud_pack(BUNRING_OP_SEND, bid, slot, c->gen));
     c->flags |= CONN_SEND_INFLIGHT;
 }
 
@@ -285,18 +308,15 @@ static void on_send(struct loop *l, struct io_uring_cqe *cqe, uint64_t ud)
         close_conn(l, c, BUNRING_STAT_CONN_CLOSED_RESET);
         return;
     }
-    uint16_t bid = c->q_head;
-    uint32_t remaining = l->buf_len[bid] - c->head_off;
     stat_add(l, BUNRING_STAT_SEND_COMPLETIONS, 1);
     stat_add(l, BUNRING_STAT_BYTES_OUT, (uint64_t)res);
     c->last_active = l->now_ms;
-    if ((uint32_t)res < remaining) {
-        stat_add(l, BUNRING_STAT_SHORT_SENDS, 1);
-        c->head_off += (uint32_t)res;
-        c->pending -= (uint32_t)res;
-    } else {
-        return_buffer(l, queue_pop(l, c));
-    }
+    if ((uint32_t)res < c->send_bytes)
+        stat_add(l, BUNRING_STAT_SHORT_SENDS, 1); /* the rest goes out with the next send */
+    uint32_t left = (uint32_t)res;
+    uint16_t bid;
+    while ((bid = queue_consume(l, c, &left)) != NO_BUF)
+        return_buffer(l, bid);
     if (c->q_head != NO_BUF)
         start_send(l, c);
     after_queue_change(l, c);
@@ -451,6 +471,12 @@ int uring_setup(struct loop *l, struct bunring_error *err)
     if (io_uring_register_ring_fd(&l->ring) == 1)
         l->features |= BUNRING_FEAT_REGISTERED_RING_FD;
 
+    l->send_iov = loop_alloc(l, sizeof(struct iovec) * SEND_IOV_MAX * l->max_conns);
+    l->send_msg = loop_alloc(l, sizeof(struct msghdr) * l->max_conns);
+    if (!l->send_iov || !l->send_msg) {
+        set_error(err, -ENOMEM, "out of memory for send descriptors of %u connections", l->max_conns);
+        return -ENOMEM;
+    }
     l->buf_ring_bytes = sizeof(struct io_uring_buf) * l->buf_count;
     l->buf_ring = loop_alloc_aligned(l, 4096, l->buf_ring_bytes);
     if (!l->buf_ring) {
@@ -517,6 +543,10 @@ void uring_run(struct loop *l)
 
 void uring_teardown(struct loop *l)
 {
+    free(l->send_iov);
+    free(l->send_msg);
+    l->send_iov = NULL;
+    l->send_msg = NULL;
     if (!l->ring_ready)
         return;
     /* Every connection is closed and its operations completed; what may remain (the cancelled accept,
