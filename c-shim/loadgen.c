@@ -1,0 +1,1092 @@
+/*
+ * loadgen.c — the benchmark client (load generator). It lives in the shim, not in JS, so that the
+ * instrument outruns what it measures: one JS thread cannot drive hundreds of thousands of verified
+ * round trips per second without becoming the bottleneck.
+ *
+ * Workload (rust_echo_bench's): N connections; each writes a `length`-byte message, reads exactly
+ * `length` bytes back, compares them byte for byte with what it wrote, and repeats. Messages differ
+ * per connection and per round: a 16-byte header (connection index, round counter, a hash of both)
+ * and then a slice of a random block at an offset taken from that hash. An echo of another
+ * connection's bytes, of an older round, or reordered bytes is a mismatch; EOF before the whole echo
+ * is a short read; both close that connection and are counted.
+ *
+ * Threads: W workers (each with its own epoll, level-triggered, non-blocking sockets; pinned when
+ * asked) and one runner that sequences the phases: connect (at most CONNECT_WINDOW connects in
+ * flight per worker, bounded by a timeout) -> warm-up -> measured interval -> drain. The interval's
+ * edges are absolute CLOCK_MONOTONIC times fixed before the first message is sent, so each worker
+ * classifies every round trip by its own completion timestamp: exactly those completed inside
+ * [start, end) count, and rates divide by end - start. At each edge the runner samples the server's
+ * CPU time (process CPU clock in ns, and utime+stime from /proc/<pid>/stat) and the workers' CPU.
+ *
+ * Everything is allocated in start(): connection tables, pattern blocks, receive scratch and the
+ * latency histograms (log-linear, 128 sub-buckets per power of two of nanoseconds). Nothing is
+ * allocated per request. No exit/abort: start() returns -errno plus a message; the run reports its
+ * status and message in the result.
+ */
+#include "bunring.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#define NS_PER_MS 1000000ull
+#define NS_PER_S 1000000000ull
+#define HEADER_LEN 16u          /* per-message header: index, counter, hash */
+#define PATTERN_SPAN 4096u      /* body offsets vary over this many bytes of the random block */
+#define SCRATCH_LEN (64u << 10) /* receive scratch per worker */
+#define EVENTS_MAX 256
+#define CONNECT_WINDOW 128u     /* connects in flight per worker: keeps the server's backlog from overflowing */
+#define WAIT_SLICE_MS 100       /* every wait is at most this long, so stop() is seen promptly */
+#define DRAIN_NS (1000ull * NS_PER_MS)
+
+/* ---- latency histogram: values in ns; exact below 256 ns, then 128 sub-buckets per octave ---- */
+#define HIST_SUB_BITS 7u
+#define HIST_SUB (1u << HIST_SUB_BITS)
+#define HIST_MAX_EXP 36u /* values clamp below 2^36 ns (~68.7 s); max is tracked exactly anyway */
+#define HIST_BUCKETS ((HIST_MAX_EXP - HIST_SUB_BITS + 1u) * HIST_SUB)
+
+static uint32_t hist_index(uint64_t v)
+{
+    if (v >= (1ull << HIST_MAX_EXP))
+        v = (1ull << HIST_MAX_EXP) - 1;
+    if (v < 2u * HIST_SUB)
+        return (uint32_t)v;
+    uint32_t e = 63u - (uint32_t)__builtin_clzll(v); /* floor(log2 v), >= HIST_SUB_BITS + 1 */
+    uint32_t shift = e - HIST_SUB_BITS;
+    return shift * HIST_SUB + (uint32_t)(v >> shift);
+}
+
+/* The middle of a bucket (its values share the top 8 significant bits). */
+static uint64_t hist_value(uint32_t idx)
+{
+    if (idx < 2u * HIST_SUB)
+        return idx;
+    uint32_t shift = idx / HIST_SUB - 1u;
+    uint64_t lower = (uint64_t)(idx % HIST_SUB + HIST_SUB) << shift;
+    return lower + ((1ull << shift) >> 1);
+}
+
+/* The smallest bucket value with at least ceil(q * total) values at or below it, capped at max. */
+static uint64_t hist_quantile(const uint64_t *hist, uint64_t total, double q, uint64_t max)
+{
+    if (total == 0)
+        return 0;
+    uint64_t rank = (uint64_t)(q * (double)total + 0.999999);
+    if (rank < 1)
+        rank = 1;
+    if (rank > total)
+        rank = total;
+    uint64_t seen = 0;
+    for (uint32_t i = 0; i < HIST_BUCKETS; i++) {
+        seen += hist[i];
+        if (seen >= rank) {
+            uint64_t v = hist_value(i);
+            return v > max ? max : v;
+        }
+    }
+    return max;
+}
+
+/* ---- state ---- */
+
+enum conn_state { CONN_CLOSED = 0, CONN_CONNECTING, CONN_OPEN };
+
+struct conn {
+    int fd;
+    uint8_t state;      /* enum conn_state */
+    uint8_t want_out;   /* EPOLLOUT is armed: the message is partly written */
+    uint8_t pad[2];
+    uint32_t index;     /* global connection index */
+    uint32_t counter;   /* round number */
+    uint32_t sent;      /* bytes of the current message written */
+    uint32_t received;  /* bytes of the current message read back and verified */
+    uint32_t body_off;  /* offset of this message's body in the worker's pattern block */
+    uint64_t started_ns;
+    uint8_t header[HEADER_LEN];
+};
+
+/* Counters a worker owns (plain: only it writes them; the runner reads them after joining). */
+struct counts {
+    uint64_t established, connect_errors, mismatches, short_reads, io_errors;
+    uint64_t requests, responses, responses_total, bytes_verified;
+    uint64_t lat_sum, lat_min, lat_max;
+};
+
+/* What progress() may read while the worker runs: copies of some counts, stored relaxed. */
+struct published {
+    _Atomic uint64_t established, connect_errors, errors, responses_total, responses;
+};
+
+struct bunring_loadgen;
+
+struct worker {
+    struct bunring_loadgen *lg;
+    uint32_t id;
+    pthread_t thread;
+    bool thread_started;
+    int epfd;
+    struct conn *conns;
+    uint32_t nconns;
+    uint32_t live;          /* connections open or connecting */
+    int first_connect_errno;
+    int fatal_errno;        /* epoll failure: the worker gave up */
+    uint8_t *pattern;       /* length + PATTERN_SPAN random bytes */
+    uint8_t *scratch;
+    uint64_t *hist;         /* HIST_BUCKETS */
+    struct counts c;
+    struct epoll_event events[EVENTS_MAX];
+    _Alignas(64) struct published pub;
+};
+
+struct bunring_loadgen {
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    uint32_t length;
+    uint32_t hdr_len;       /* min(HEADER_LEN, length) */
+    uint32_t connect_timeout_ms;
+    uint64_t warmup_ns, duration_ns;
+    int32_t server_pid;
+    bool have_server_clock;
+    clockid_t server_clock;
+    cpu_set_t client_cpus;  /* the runner's affinity: the workers' cpus */
+    bool pinned;
+
+    struct worker *workers;
+    uint32_t nworkers;
+    pthread_t runner;
+    bool runner_started;
+
+    pthread_mutex_t mu;     /* guards connected_workers, go, abort_run, released */
+    pthread_cond_t cond;
+    uint32_t connected_workers;
+    bool go, abort_run;
+    bool released;          /* the runner has taken its last sample: workers may exit */
+
+    _Atomic uint32_t phase;
+    _Atomic uint32_t done;
+    _Atomic uint32_t stop;
+    _Atomic uint32_t idle_workers; /* workers whose traffic has ended (all connections closed) */
+    _Atomic uint64_t start_ns, end_ns; /* the measured interval, published before go */
+    uint64_t begin_ns;                 /* start() time */
+
+    uint64_t *hist;                    /* merged */
+    struct bunring_loadgen_result result;
+};
+
+static void lg_error(struct bunring_error *err, int code, const char *fmt, ...)
+{
+    if (!err)
+        return;
+    err->code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->message, sizeof err->message, fmt, ap);
+    va_end(ap);
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * NS_PER_S + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t mix64(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+static bool stopping(const struct bunring_loadgen *lg)
+{
+    return atomic_load_explicit(&lg->stop, memory_order_relaxed) != 0;
+}
+
+static void publish(struct worker *w)
+{
+    atomic_store_explicit(&w->pub.established, w->c.established, memory_order_relaxed);
+    atomic_store_explicit(&w->pub.connect_errors, w->c.connect_errors, memory_order_relaxed);
+    atomic_store_explicit(&w->pub.errors, w->c.mismatches + w->c.short_reads + w->c.io_errors,
+                          memory_order_relaxed);
+    atomic_store_explicit(&w->pub.responses_total, w->c.responses_total, memory_order_relaxed);
+    atomic_store_explicit(&w->pub.responses, w->c.responses, memory_order_relaxed);
+}
+
+/* ---- one connection ---- */
+
+static void conn_close(struct worker *w, struct conn *c)
+{
+    if (c->state == CONN_CLOSED)
+        return;
+    close(c->fd);
+    c->fd = -1;
+    c->state = CONN_CLOSED;
+    w->live--;
+}
+
+static int conn_watch(struct worker *w, struct conn *c, int op, uint32_t events)
+{
+    struct epoll_event ev = {.events = events, .data.u64 = (uint64_t)(c - w->conns)};
+    return epoll_ctl(w->epfd, op, c->fd, &ev);
+}
+
+/* Prepares round c->counter: header bytes and body offset. */
+static void message_begin(struct conn *c, uint64_t t)
+{
+    uint64_t hash = mix64(((uint64_t)c->index << 32) | c->counter);
+    memcpy(c->header, &c->index, 4);
+    memcpy(c->header + 4, &c->counter, 4);
+    memcpy(c->header + 8, &hash, 8);
+    c->body_off = (uint32_t)(hash >> 40) % PATTERN_SPAN;
+    c->sent = 0;
+    c->received = 0;
+    c->started_ns = t;
+}
+
+/* Do `n` bytes received at message offset `at` equal what was sent there? */
+static bool chunk_matches(const struct worker *w, const struct conn *c, uint32_t at, const uint8_t *got, uint32_t n)
+{
+    uint32_t hl = w->lg->hdr_len;
+    if (at < hl) {
+        uint32_t k = hl - at < n ? hl - at : n;
+        if (memcmp(got, c->header + at, k) != 0)
+            return false;
+        got += k;
+        at += k;
+        n -= k;
+    }
+    return n == 0 || memcmp(got, w->pattern + c->body_off + (at - hl), n) == 0;
+}
+
+static bool in_interval(const struct bunring_loadgen *lg, uint64_t t)
+{
+    return t >= atomic_load_explicit(&lg->start_ns, memory_order_relaxed) &&
+           t < atomic_load_explicit(&lg->end_ns, memory_order_relaxed);
+}
+
+/* Writes what is left of the current message. t: a timestamp to count the request by, or 0 to read
+ * the clock if the message completes. Returns false if the connection was closed. */
+static bool conn_send(struct worker *w, struct conn *c, uint64_t t)
+{
+    const struct bunring_loadgen *lg = w->lg;
+    uint32_t len = lg->length, hl = lg->hdr_len;
+    while (c->sent < len) {
+        struct iovec iov[2];
+        size_t n = 0;
+        if (c->sent < hl)
+            iov[n++] = (struct iovec){.iov_base = c->header + c->sent, .iov_len = hl - c->sent};
+        uint32_t body_at = c->sent > hl ? c->sent - hl : 0;
+        if (len > hl)
+            iov[n++] = (struct iovec){.iov_base = w->pattern + c->body_off + body_at, .iov_len = len - hl - body_at};
+        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = n};
+        ssize_t r = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (r > 0) {
+            c->sent += (uint32_t)r;
+            continue;
+        }
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (!c->want_out) {
+                if (conn_watch(w, c, EPOLL_CTL_MOD, EPOLLIN | EPOLLOUT) != 0) {
+                    w->c.io_errors++;
+                    conn_close(w, c);
+                    return false;
+                }
+                c->want_out = 1;
+            }
+            return true;
+        }
+        w->c.io_errors++;
+        conn_close(w, c);
+        return false;
+    }
+    if (c->want_out) {
+        if (conn_watch(w, c, EPOLL_CTL_MOD, EPOLLIN) != 0) {
+            w->c.io_errors++;
+            conn_close(w, c);
+            return false;
+        }
+        c->want_out = 0;
+    }
+    if (in_interval(lg, t ? t : now_ns()))
+        w->c.requests++;
+    return true;
+}
+
+/* The whole echo is back: account for the round trip, then start the next one (or, once the
+ * interval is over, close the connection cleanly: nothing is left unread, so no reset). */
+static void round_trip_done(struct worker *w, struct conn *c)
+{
+    struct bunring_loadgen *lg = w->lg;
+    uint64_t t = now_ns();
+    uint64_t lat = t - c->started_ns;
+    w->c.responses_total++;
+    if (in_interval(lg, t)) {
+        w->c.responses++;
+        w->hist[hist_index(lat)]++;
+        w->c.lat_sum += lat;
+        if (lat < w->c.lat_min)
+            w->c.lat_min = lat;
+        if (lat > w->c.lat_max)
+            w->c.lat_max = lat;
+    }
+    if (t >= atomic_load_explicit(&lg->end_ns, memory_order_relaxed) || stopping(lg)) {
+        conn_close(w, c);
+        return;
+    }
+    c->counter++;
+    message_begin(c, t);
+    conn_send(w, c, t);
+}
+
+static void conn_readable(struct worker *w, struct conn *c)
+{
+    uint32_t len = w->lg->length;
+    for (;;) {
+        uint32_t want = len - c->received;
+        uint32_t ask = want < SCRATCH_LEN ? want : SCRATCH_LEN;
+        ssize_t r = recv(c->fd, w->scratch, ask, MSG_DONTWAIT);
+        if (r > 0) {
+            uint32_t n = (uint32_t)r;
+            if (c->received + n > c->sent || !chunk_matches(w, c, c->received, w->scratch, n)) {
+                w->c.mismatches++;
+                conn_close(w, c);
+                return;
+            }
+            c->received += n;
+            w->c.bytes_verified += n;
+            if (c->received == len) {
+                round_trip_done(w, c);
+                return;
+            }
+            if (n < ask)
+                return; /* nothing more for now; level-triggered epoll reports the rest */
+            continue;
+        }
+        if (r == 0) {
+            w->c.short_reads++;
+            conn_close(w, c);
+            return;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return;
+        w->c.io_errors++;
+        conn_close(w, c);
+        return;
+    }
+}
+
+/* ---- worker phases ---- */
+
+static void connect_failed(struct worker *w, struct conn *c, int e)
+{
+    if (c->state != CONN_CLOSED)
+        conn_close(w, c);
+    w->c.connect_errors++;
+    if (!w->first_connect_errno)
+        w->first_connect_errno = e;
+}
+
+/* Starts a non-blocking connect. Returns 1 if it completed at once, 0 if in progress, or -errno. */
+static int conn_open(struct worker *w, struct conn *c)
+{
+    const struct bunring_loadgen *lg = w->lg;
+    int fd = socket(lg->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    int rc = connect(fd, (const struct sockaddr *)&lg->addr, lg->addrlen);
+    if (rc != 0 && errno != EINPROGRESS) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    c->fd = fd;
+    c->state = rc == 0 ? CONN_OPEN : CONN_CONNECTING;
+    w->live++;
+    if (conn_watch(w, c, EPOLL_CTL_ADD, rc == 0 ? EPOLLIN : EPOLLOUT) != 0) {
+        int e = errno;
+        conn_close(w, c);
+        return -e;
+    }
+    return rc == 0 ? 1 : 0;
+}
+
+static void connect_completed(struct worker *w, struct conn *c, uint32_t events)
+{
+    int soerr = 0;
+    socklen_t len = sizeof soerr;
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0)
+        soerr = errno;
+    if (soerr == 0 && (events & (EPOLLERR | EPOLLHUP)))
+        soerr = ECONNREFUSED;
+    if (soerr != 0 || conn_watch(w, c, EPOLL_CTL_MOD, EPOLLIN) != 0) {
+        connect_failed(w, c, soerr ? soerr : errno);
+        return;
+    }
+    c->state = CONN_OPEN;
+    w->c.established++;
+}
+
+/* Opens this worker's connections, at most CONNECT_WINDOW in flight, until all are open or failed
+ * or the timeout passes (the rest then count as connect errors). */
+static void connect_phase(struct worker *w)
+{
+    struct bunring_loadgen *lg = w->lg;
+    uint64_t deadline = lg->begin_ns + (uint64_t)lg->connect_timeout_ms * NS_PER_MS;
+    uint32_t next = 0, inflight = 0;
+    while (!stopping(lg)) {
+        while (inflight < CONNECT_WINDOW && next < w->nconns) {
+            struct conn *c = &w->conns[next++];
+            int rc = conn_open(w, c);
+            if (rc < 0)
+                connect_failed(w, c, -rc);
+            else if (rc == 1)
+                w->c.established++;
+            else
+                inflight++;
+        }
+        publish(w);
+        if (inflight == 0 && next == w->nconns)
+            return;
+        uint64_t t = now_ns();
+        if (t >= deadline)
+            break;
+        uint64_t left_ms = (deadline - t + NS_PER_MS - 1) / NS_PER_MS;
+        int n = epoll_wait(w->epfd, w->events, EVENTS_MAX, left_ms < WAIT_SLICE_MS ? (int)left_ms : WAIT_SLICE_MS);
+        if (n < 0 && errno != EINTR) {
+            w->fatal_errno = errno;
+            break;
+        }
+        for (int i = 0; i < n; i++) {
+            struct conn *c = &w->conns[w->events[i].data.u64];
+            if (c->state != CONN_CONNECTING)
+                continue;
+            connect_completed(w, c, w->events[i].events);
+            inflight--;
+        }
+    }
+    /* Timed out, stopped or failed: whatever is still connecting or unopened failed. */
+    for (uint32_t i = 0; i < w->nconns; i++) {
+        struct conn *c = &w->conns[i];
+        if (c->state == CONN_CONNECTING || (i >= next && c->state == CONN_CLOSED))
+            connect_failed(w, c, ETIMEDOUT);
+    }
+    publish(w);
+}
+
+/* Runs round trips until the interval ends, then lets in-flight echoes finish for up to DRAIN_NS. */
+static void traffic_phase(struct worker *w)
+{
+    struct bunring_loadgen *lg = w->lg;
+    uint64_t end = atomic_load_explicit(&lg->end_ns, memory_order_relaxed);
+    uint64_t t0 = now_ns();
+    for (uint32_t i = 0; i < w->nconns; i++) {
+        struct conn *c = &w->conns[i];
+        if (c->state != CONN_OPEN)
+            continue;
+        message_begin(c, t0);
+        conn_send(w, c, t0);
+    }
+    while (!stopping(lg) && w->live > 0) {
+        uint64_t t = now_ns();
+        uint64_t until = t < end ? end : end + DRAIN_NS;
+        if (t >= until)
+            break;
+        uint64_t left_ms = (until - t + NS_PER_MS - 1) / NS_PER_MS;
+        int n = epoll_wait(w->epfd, w->events, EVENTS_MAX, left_ms < WAIT_SLICE_MS ? (int)left_ms : WAIT_SLICE_MS);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            w->fatal_errno = errno;
+            break;
+        }
+        for (int i = 0; i < n; i++) {
+            struct conn *c = &w->conns[w->events[i].data.u64];
+            uint32_t ev = w->events[i].events;
+            if (c->state != CONN_OPEN)
+                continue;
+            if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP))
+                conn_readable(w, c);
+            if (c->state == CONN_OPEN && c->want_out && (ev & EPOLLOUT))
+                conn_send(w, c, 0);
+        }
+        publish(w);
+    }
+}
+
+/* Waits on lg->cond (mu held) for at most WAIT_SLICE_MS. */
+static void wait_slice(struct bunring_loadgen *lg)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += WAIT_SLICE_MS * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&lg->cond, &lg->mu, &ts);
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    struct bunring_loadgen *lg = w->lg;
+    connect_phase(w);
+
+    pthread_mutex_lock(&lg->mu);
+    lg->connected_workers++;
+    pthread_cond_broadcast(&lg->cond);
+    while (!lg->go && !stopping(lg))
+        wait_slice(lg);
+    bool run = lg->go && !lg->abort_run;
+    pthread_mutex_unlock(&lg->mu);
+
+    if (run && !stopping(lg))
+        traffic_phase(w);
+    for (uint32_t i = 0; i < w->nconns; i++)
+        conn_close(w, &w->conns[i]);
+    publish(w);
+    atomic_fetch_add_explicit(&lg->idle_workers, 1, memory_order_release);
+
+    /* Stay alive (idle) until the runner has read this thread's CPU clock at the interval's end. */
+    pthread_mutex_lock(&lg->mu);
+    while (!lg->released && !stopping(lg))
+        wait_slice(lg);
+    pthread_mutex_unlock(&lg->mu);
+    return NULL;
+}
+
+/* ---- runner: phases, CPU samples at the interval edges, the result ---- */
+
+/* utime + stime of a process, in clock ticks, from /proc/<pid>/stat; -1 if unreadable. */
+static int64_t proc_cpu_ticks(int32_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')'); /* the command name may contain spaces and parentheses */
+    if (!p)
+        return -1;
+    /* After ") ": field 3 (state) is token 0; utime (field 14) is token 11, stime token 12. */
+    unsigned long long utime = 0, stime = 0;
+    int token = 0;
+    for (p++; *p && token <= 12; token++) {
+        while (*p == ' ')
+            p++;
+        char *endp = p;
+        unsigned long long v = strtoull(p, &endp, 10);
+        if (token == 11)
+            utime = v;
+        if (token == 12)
+            stime = v;
+        while (*endp && *endp != ' ')
+            endp++;
+        p = endp;
+    }
+    return token > 12 ? (int64_t)(utime + stime) : -1;
+}
+
+static int64_t clock_ns(clockid_t id)
+{
+    struct timespec ts;
+    if (clock_gettime(id, &ts) != 0)
+        return -1;
+    return (int64_t)ts.tv_sec * (int64_t)NS_PER_S + ts.tv_nsec;
+}
+
+struct cpu_sample {
+    uint64_t at_ns;
+    int64_t server_ns, server_ticks, client_ns;
+};
+
+static void sample_cpu(struct bunring_loadgen *lg, struct cpu_sample *s)
+{
+    s->at_ns = now_ns();
+    s->server_ns = lg->have_server_clock ? clock_ns(lg->server_clock) : -1;
+    s->server_ticks = lg->server_pid > 0 ? proc_cpu_ticks(lg->server_pid) : -1;
+    s->client_ns = 0;
+    for (uint32_t i = 0; i < lg->nworkers; i++) {
+        clockid_t id;
+        int64_t v = pthread_getcpuclockid(lg->workers[i].thread, &id) == 0 ? clock_ns(id) : -1;
+        if (v < 0) {
+            s->client_ns = -1;
+            break;
+        }
+        s->client_ns += v;
+    }
+}
+
+enum wait_result { REACHED, STOPPED, WORKERS_GONE };
+
+/* Sleeps until the absolute time target, in slices, watching for stop() and for every worker having
+ * finished (all connections lost). */
+static enum wait_result sleep_until(struct bunring_loadgen *lg, uint64_t target)
+{
+    for (;;) {
+        if (stopping(lg))
+            return STOPPED;
+        uint64_t t = now_ns();
+        if (t >= target)
+            return REACHED;
+        if (atomic_load_explicit(&lg->idle_workers, memory_order_acquire) == lg->nworkers)
+            return WORKERS_GONE;
+        uint64_t wake = target - t > WAIT_SLICE_MS * NS_PER_MS ? t + WAIT_SLICE_MS * NS_PER_MS : target;
+        struct timespec ts = {.tv_sec = (time_t)(wake / NS_PER_S), .tv_nsec = (long)(wake % NS_PER_S)};
+        clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
+    }
+}
+
+static void result_message(struct bunring_loadgen *lg, int32_t status, const char *fmt, ...)
+{
+    struct bunring_loadgen_result *r = &lg->result;
+    if (status != 0 || r->status == 0)
+        r->status = status;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->message, sizeof r->message, fmt, ap);
+    va_end(ap);
+}
+
+static void collect(struct bunring_loadgen *lg)
+{
+    struct bunring_loadgen_result *r = &lg->result;
+    uint64_t lat_sum = 0, lat_min = UINT64_MAX, lat_max = 0;
+    int first_connect_errno = 0, fatal = 0;
+    for (uint32_t i = 0; i < lg->nworkers; i++) {
+        const struct worker *w = &lg->workers[i];
+        r->connections += (uint32_t)w->c.established;
+        r->connect_errors += w->c.connect_errors;
+        r->mismatches += w->c.mismatches;
+        r->short_reads += w->c.short_reads;
+        r->io_errors += w->c.io_errors;
+        r->requests += w->c.requests;
+        r->responses += w->c.responses;
+        r->responses_total += w->c.responses_total;
+        r->bytes_verified += w->c.bytes_verified;
+        lat_sum += w->c.lat_sum;
+        if (w->c.lat_min < lat_min)
+            lat_min = w->c.lat_min;
+        if (w->c.lat_max > lat_max)
+            lat_max = w->c.lat_max;
+        for (uint32_t b = 0; b < HIST_BUCKETS; b++)
+            lg->hist[b] += w->hist[b];
+        if (!first_connect_errno)
+            first_connect_errno = w->first_connect_errno;
+        if (!fatal)
+            fatal = w->fatal_errno;
+    }
+    if (r->responses > 0) {
+        r->latency_min_ns = lat_min;
+        r->latency_max_ns = lat_max;
+        r->latency_mean_ns = lat_sum / r->responses;
+        r->latency_p50_ns = hist_quantile(lg->hist, r->responses, 0.50, lat_max);
+        r->latency_p90_ns = hist_quantile(lg->hist, r->responses, 0.90, lat_max);
+        r->latency_p99_ns = hist_quantile(lg->hist, r->responses, 0.99, lat_max);
+        r->latency_p999_ns = hist_quantile(lg->hist, r->responses, 0.999, lat_max);
+    }
+    if (fatal)
+        result_message(lg, -fatal, "epoll_wait failed in a worker: %s", strerror(fatal));
+    else if (r->status == 0 && r->connect_errors > 0)
+        result_message(lg, 0, "%llu of %llu connections failed; first error: %s",
+                       (unsigned long long)r->connect_errors,
+                       (unsigned long long)(r->connect_errors + r->connections), strerror(first_connect_errno));
+    if (r->status == 0 && r->connections == 0)
+        result_message(lg, first_connect_errno ? -first_connect_errno : -ECONNREFUSED,
+                       "no connection could be established: %s",
+                       strerror(first_connect_errno ? first_connect_errno : ECONNREFUSED));
+}
+
+static void *runner_main(void *arg)
+{
+    struct bunring_loadgen *lg = arg;
+    struct bunring_loadgen_result *r = &lg->result;
+
+    /* Connect phase: wait until every worker has finished connecting. */
+    pthread_mutex_lock(&lg->mu);
+    while (lg->connected_workers < lg->nworkers && !stopping(lg))
+        wait_slice(lg);
+    uint64_t established = 0; /* workers that reported in wrote their counts before, under mu */
+    if (lg->connected_workers == lg->nworkers)
+        for (uint32_t i = 0; i < lg->nworkers; i++)
+            established += lg->workers[i].c.established;
+    uint64_t t = now_ns();
+    r->connect_ns = t - lg->begin_ns;
+    lg->abort_run = stopping(lg) || established == 0;
+    if (!lg->abort_run) {
+        atomic_store_explicit(&lg->start_ns, t + lg->warmup_ns, memory_order_relaxed);
+        atomic_store_explicit(&lg->end_ns, t + lg->warmup_ns + lg->duration_ns, memory_order_relaxed);
+        atomic_store_explicit(&lg->phase, BUNRING_LOADGEN_WARMUP, memory_order_relaxed);
+    }
+    lg->go = true;
+    pthread_cond_broadcast(&lg->cond);
+    pthread_mutex_unlock(&lg->mu);
+
+    if (!lg->abort_run) {
+        uint64_t start = atomic_load_explicit(&lg->start_ns, memory_order_relaxed);
+        uint64_t end = atomic_load_explicit(&lg->end_ns, memory_order_relaxed);
+        struct cpu_sample s0, s1;
+        enum wait_result w = sleep_until(lg, start);
+        if (w == REACHED) {
+            sample_cpu(lg, &s0);
+            atomic_store_explicit(&lg->phase, BUNRING_LOADGEN_MEASURING, memory_order_relaxed);
+            w = sleep_until(lg, end);
+            sample_cpu(lg, &s1);
+            atomic_store_explicit(&lg->phase, BUNRING_LOADGEN_DRAINING, memory_order_relaxed);
+            /* Ended early: the counts cover [start, now), so that is the interval measured. */
+            r->elapsed_ns = w == REACHED ? end - start : s1.at_ns - start;
+            uint64_t skew0 = s0.at_ns - start, skew1 = w == REACHED ? s1.at_ns - end : 0;
+            r->edge_skew_ns = skew0 > skew1 ? skew0 : skew1;
+            r->server_cpu_ns = s0.server_ns >= 0 && s1.server_ns >= 0 ? s1.server_ns - s0.server_ns : -1;
+            r->server_cpu_ticks = s0.server_ticks >= 0 && s1.server_ticks >= 0 ? s1.server_ticks - s0.server_ticks : -1;
+            r->client_cpu_ns = s0.client_ns >= 0 && s1.client_ns >= 0 ? s1.client_ns - s0.client_ns : -1;
+        } else {
+            atomic_store_explicit(&lg->phase, BUNRING_LOADGEN_DRAINING, memory_order_relaxed);
+        }
+        if (w == STOPPED)
+            result_message(lg, -ECANCELED, "stopped before the measured interval ended");
+        else if (w == WORKERS_GONE)
+            result_message(lg, -ECONNRESET, "every connection was lost before the measured interval ended");
+    } else if (stopping(lg)) {
+        result_message(lg, -ECANCELED, "stopped during the connect phase");
+    }
+
+    pthread_mutex_lock(&lg->mu);
+    lg->released = true;
+    pthread_cond_broadcast(&lg->cond);
+    pthread_mutex_unlock(&lg->mu);
+    for (uint32_t i = 0; i < lg->nworkers; i++)
+        pthread_join(lg->workers[i].thread, NULL);
+    collect(lg);
+    atomic_store_explicit(&lg->phase, BUNRING_LOADGEN_DONE, memory_order_relaxed);
+    atomic_store_explicit(&lg->done, 1, memory_order_release);
+    return NULL;
+}
+
+/* ---- ABI ---- */
+
+_Static_assert(sizeof(struct bunring_loadgen_config) == 40 + 4 * BUNRING_MAX_CPUS, "config layout");
+_Static_assert(offsetof(struct bunring_loadgen_progress, end_ns) == 64, "progress layout");
+_Static_assert(offsetof(struct bunring_loadgen_result, message) == 184, "result layout");
+
+uint32_t bunring_loadgen_config_size(void) { return sizeof(struct bunring_loadgen_config); }
+uint32_t bunring_loadgen_progress_size(void) { return sizeof(struct bunring_loadgen_progress); }
+uint32_t bunring_loadgen_result_size(void) { return sizeof(struct bunring_loadgen_result); }
+
+static int check_config(const struct bunring_loadgen_config *cfg, const char *host, struct bunring_loadgen *lg,
+                        struct bunring_error *err)
+{
+    if (!cfg || !host)
+        return lg_error(err, -EINVAL, "config and host are required"), -EINVAL;
+    if (cfg->port < 1 || cfg->port > 65535)
+        return lg_error(err, -EINVAL, "port %u is outside 1..65535", cfg->port), -EINVAL;
+    if (cfg->connections < 1 || cfg->connections > BUNRING_LOADGEN_MAX_CONNECTIONS)
+        return lg_error(err, -EINVAL, "connections %u is outside 1..%u", cfg->connections,
+                        BUNRING_LOADGEN_MAX_CONNECTIONS), -EINVAL;
+    if (cfg->length < 1 || cfg->length > BUNRING_LOADGEN_MAX_LENGTH)
+        return lg_error(err, -EINVAL, "length %u is outside 1..%u", cfg->length, BUNRING_LOADGEN_MAX_LENGTH), -EINVAL;
+    uint32_t max_threads = cfg->connections < BUNRING_LOADGEN_MAX_THREADS ? cfg->connections : BUNRING_LOADGEN_MAX_THREADS;
+    if (cfg->threads < 1 || cfg->threads > max_threads)
+        return lg_error(err, -EINVAL, "threads %u is outside 1..%u (at most one per connection)", cfg->threads,
+                        max_threads), -EINVAL;
+    if (cfg->warmup_ms > BUNRING_LOADGEN_MAX_WARMUP_MS)
+        return lg_error(err, -EINVAL, "warmup %u ms is outside 0..%u", cfg->warmup_ms, BUNRING_LOADGEN_MAX_WARMUP_MS),
+               -EINVAL;
+    if (cfg->duration_ms < 1 || cfg->duration_ms > BUNRING_LOADGEN_MAX_DURATION_MS)
+        return lg_error(err, -EINVAL, "duration %u ms is outside 1..%u", cfg->duration_ms,
+                        BUNRING_LOADGEN_MAX_DURATION_MS), -EINVAL;
+    if (cfg->connect_timeout_ms < 1 || cfg->connect_timeout_ms > BUNRING_LOADGEN_MAX_CONNECT_TIMEOUT_MS)
+        return lg_error(err, -EINVAL, "connect timeout %u ms is outside 1..%u", cfg->connect_timeout_ms,
+                        BUNRING_LOADGEN_MAX_CONNECT_TIMEOUT_MS), -EINVAL;
+    if (cfg->server_pid < 0)
+        return lg_error(err, -EINVAL, "server pid %d is negative", cfg->server_pid), -EINVAL;
+    if (cfg->flags != 0)
+        return lg_error(err, -EINVAL, "flags %u: no flag is defined, pass 0", cfg->flags), -EINVAL;
+    if (cfg->cpu_count > BUNRING_MAX_CPUS)
+        return lg_error(err, -EINVAL, "cpus has %u entries, at most %u", cfg->cpu_count, BUNRING_MAX_CPUS), -EINVAL;
+    cpu_set_t allowed;
+    bool know_allowed = sched_getaffinity(0, sizeof allowed, &allowed) == 0;
+    for (uint32_t i = 0; i < cfg->cpu_count; i++) {
+        int cpu = cfg->cpus[i];
+        if (cpu < 0 || cpu >= CPU_SETSIZE || (know_allowed && !CPU_ISSET(cpu, &allowed)))
+            return lg_error(err, -EINVAL, "cpus[%u] = %d is not a CPU this process may run on", i, cpu), -EINVAL;
+    }
+
+    memset(&lg->addr, 0, sizeof lg->addr);
+    struct sockaddr_in *v4 = (struct sockaddr_in *)&lg->addr;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&lg->addr;
+    if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons((uint16_t)cfg->port);
+        lg->addrlen = sizeof *v4;
+    } else if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons((uint16_t)cfg->port);
+        lg->addrlen = sizeof *v6;
+    } else {
+        return lg_error(err, -EINVAL, "host '%.64s' is not an IPv4 or IPv6 literal", host), -EINVAL;
+    }
+    return 0;
+}
+
+/* Every connection is an fd: lift the soft RLIMIT_NOFILE if it is too low, or say why it can't be. */
+static int ensure_fd_limit(uint32_t wanted, struct bunring_error *err)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= wanted)
+        return 0;
+    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < wanted)
+        return lg_error(err, -EMFILE, "%u connections need about %u file descriptors; the hard RLIMIT_NOFILE is %llu",
+                        wanted - 64, wanted, (unsigned long long)rl.rlim_max), -EMFILE;
+    rl.rlim_cur = wanted;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        int e = errno;
+        return lg_error(err, -e, "raising RLIMIT_NOFILE to %u failed: %s", wanted, strerror(e)), -e;
+    }
+    return 0;
+}
+
+static void release(struct bunring_loadgen *lg)
+{
+    for (uint32_t i = 0; lg->workers && i < lg->nworkers; i++) {
+        struct worker *w = &lg->workers[i];
+        if (w->epfd >= 0)
+            close(w->epfd);
+        free(w->conns);
+        free(w->pattern);
+        free(w->scratch);
+        free(w->hist);
+    }
+    free(lg->workers);
+    free(lg->hist);
+    pthread_cond_destroy(&lg->cond);
+    pthread_mutex_destroy(&lg->mu);
+    free(lg);
+}
+
+/* Ends a start() that failed after creating threads: releases them, then frees. */
+static void abandon(struct bunring_loadgen *lg)
+{
+    atomic_store(&lg->stop, 1);
+    pthread_mutex_lock(&lg->mu);
+    lg->abort_run = true;
+    lg->go = true;
+    lg->released = true;
+    pthread_cond_broadcast(&lg->cond);
+    pthread_mutex_unlock(&lg->mu);
+    for (uint32_t i = 0; i < lg->nworkers; i++)
+        if (lg->workers[i].thread_started)
+            pthread_join(lg->workers[i].thread, NULL);
+    release(lg);
+}
+
+static int setup_worker(struct bunring_loadgen *lg, const struct bunring_loadgen_config *cfg, uint32_t i,
+                        struct bunring_error *err)
+{
+    struct worker *w = &lg->workers[i];
+    uint32_t first = (uint32_t)((uint64_t)cfg->connections * i / lg->nworkers);
+    uint32_t last = (uint32_t)((uint64_t)cfg->connections * (i + 1) / lg->nworkers);
+    w->lg = lg;
+    w->id = i;
+    w->nconns = last - first;
+    w->c.lat_min = UINT64_MAX;
+    w->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (w->epfd < 0) {
+        int e = errno;
+        return lg_error(err, -e, "epoll_create1 failed: %s", strerror(e)), -e;
+    }
+    w->conns = calloc(w->nconns, sizeof *w->conns);
+    w->pattern = malloc((size_t)lg->length + PATTERN_SPAN);
+    w->scratch = malloc(SCRATCH_LEN);
+    w->hist = calloc(HIST_BUCKETS, sizeof *w->hist);
+    if (!w->conns || !w->pattern || !w->scratch || !w->hist)
+        return lg_error(err, -ENOMEM, "out of memory for worker %u (%u connections, %u-byte messages)", i, w->nconns,
+                        lg->length), -ENOMEM;
+    for (uint32_t k = 0; k < w->nconns; k++) {
+        w->conns[k].fd = -1;
+        w->conns[k].index = first + k;
+    }
+    uint64_t seed = mix64(0x6c6f616467656eull ^ i);
+    for (size_t k = 0; k < (size_t)lg->length + PATTERN_SPAN; k += 8) {
+        seed = mix64(seed);
+        size_t n = (size_t)lg->length + PATTERN_SPAN - k < 8 ? (size_t)lg->length + PATTERN_SPAN - k : 8;
+        memcpy(w->pattern + k, &seed, n);
+    }
+    return 0;
+}
+
+static int spawn(pthread_t *thread, const cpu_set_t *cpus, void *(*fn)(void *), void *arg)
+{
+    pthread_attr_t attr;
+    int rc = pthread_attr_init(&attr);
+    if (rc != 0)
+        return rc;
+    if (cpus)
+        rc = pthread_attr_setaffinity_np(&attr, sizeof *cpus, cpus);
+    if (rc == 0)
+        rc = pthread_create(thread, &attr, fn, arg);
+    pthread_attr_destroy(&attr);
+    return rc;
+}
+
+bunring_loadgen *bunring_loadgen_start(const struct bunring_loadgen_config *cfg, const char *host,
+                                       struct bunring_error *err)
+{
+    if (err) {
+        err->code = 0;
+        err->message[0] = '\0';
+    }
+    struct bunring_loadgen *lg = calloc(1, sizeof *lg);
+    if (!lg)
+        return lg_error(err, -ENOMEM, "out of memory"), NULL;
+    if (check_config(cfg, host, lg, err) != 0) {
+        free(lg);
+        return NULL;
+    }
+    if (ensure_fd_limit(cfg->connections + 64, err) != 0) {
+        free(lg);
+        return NULL;
+    }
+    pthread_mutex_init(&lg->mu, NULL);
+    pthread_cond_init(&lg->cond, NULL);
+    lg->length = cfg->length;
+    lg->hdr_len = cfg->length < HEADER_LEN ? cfg->length : HEADER_LEN;
+    lg->connect_timeout_ms = cfg->connect_timeout_ms;
+    lg->warmup_ns = (uint64_t)cfg->warmup_ms * NS_PER_MS;
+    lg->duration_ns = (uint64_t)cfg->duration_ms * NS_PER_MS;
+    lg->server_pid = cfg->server_pid;
+    lg->result.server_cpu_ns = -1;
+    lg->result.server_cpu_ticks = -1;
+    lg->result.client_cpu_ns = -1;
+    long tck = sysconf(_SC_CLK_TCK);
+    lg->result.ticks_per_sec = tck > 0 ? (uint64_t)tck : 100;
+    if (cfg->server_pid > 0) {
+        int rc = clock_getcpuclockid(cfg->server_pid, &lg->server_clock);
+        if (rc != 0 && rc != EPERM) {
+            lg_error(err, -rc, "server pid %d: %s", cfg->server_pid, strerror(rc));
+            release(lg);
+            return NULL;
+        }
+        lg->have_server_clock = rc == 0 && clock_ns(lg->server_clock) >= 0;
+    }
+
+    lg->nworkers = cfg->threads;
+    lg->workers = calloc(lg->nworkers, sizeof *lg->workers);
+    lg->hist = calloc(HIST_BUCKETS, sizeof *lg->hist);
+    if (!lg->workers || !lg->hist) {
+        lg_error(err, -ENOMEM, "out of memory");
+        release(lg);
+        return NULL;
+    }
+    for (uint32_t i = 0; i < lg->nworkers; i++)
+        lg->workers[i].epfd = -1;
+    for (uint32_t i = 0; i < lg->nworkers; i++) {
+        if (setup_worker(lg, cfg, i, err) != 0) {
+            release(lg);
+            return NULL;
+        }
+    }
+
+    CPU_ZERO(&lg->client_cpus);
+    for (uint32_t i = 0; i < cfg->cpu_count; i++)
+        CPU_SET(cfg->cpus[i], &lg->client_cpus);
+    lg->pinned = cfg->cpu_count > 0;
+    lg->begin_ns = now_ns();
+    for (uint32_t i = 0; i < lg->nworkers; i++) {
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        if (lg->pinned)
+            CPU_SET(cfg->cpus[i % cfg->cpu_count], &one);
+        int rc = spawn(&lg->workers[i].thread, lg->pinned ? &one : NULL, worker_main, &lg->workers[i]);
+        if (rc != 0) {
+            lg_error(err, -rc, "starting worker thread %u%s failed: %s", i, lg->pinned ? " (pinned)" : "", strerror(rc));
+            abandon(lg);
+            return NULL;
+        }
+        lg->workers[i].thread_started = true;
+    }
+    int rc = spawn(&lg->runner, lg->pinned ? &lg->client_cpus : NULL, runner_main, lg);
+    if (rc != 0) {
+        lg_error(err, -rc, "starting the runner thread failed: %s", strerror(rc));
+        abandon(lg);
+        return NULL;
+    }
+    lg->runner_started = true;
+    return lg;
+}
+
+void bunring_loadgen_progress(const bunring_loadgen *lg, struct bunring_loadgen_progress *out)
+{
+    memset(out, 0, sizeof *out);
+    out->phase = atomic_load_explicit(&lg->phase, memory_order_relaxed);
+    out->done = atomic_load_explicit(&lg->done, memory_order_acquire);
+    for (uint32_t i = 0; i < lg->nworkers; i++) {
+        const struct published *p = &lg->workers[i].pub;
+        out->connections += atomic_load_explicit(&p->established, memory_order_relaxed);
+        out->connect_errors += atomic_load_explicit(&p->connect_errors, memory_order_relaxed);
+        out->errors += atomic_load_explicit(&p->errors, memory_order_relaxed);
+        out->responses_total += atomic_load_explicit(&p->responses_total, memory_order_relaxed);
+        out->responses += atomic_load_explicit(&p->responses, memory_order_relaxed);
+    }
+    out->now_ns = now_ns();
+    out->start_ns = atomic_load_explicit(&lg->start_ns, memory_order_relaxed);
+    out->end_ns = atomic_load_explicit(&lg->end_ns, memory_order_relaxed);
+}
+
+uint32_t bunring_loadgen_done(const bunring_loadgen *lg)
+{
+    return atomic_load_explicit(&lg->done, memory_order_acquire);
+}
+
+void bunring_loadgen_stop(bunring_loadgen *lg)
+{
+    atomic_store(&lg->stop, 1);
+}
+
+int32_t bunring_loadgen_result(const bunring_loadgen *lg, struct bunring_loadgen_result *out)
+{
+    if (!atomic_load_explicit(&lg->done, memory_order_acquire))
+        return -EBUSY;
+    *out = lg->result;
+    return 0;
+}
+
+void bunring_loadgen_free(bunring_loadgen *lg)
+{
+    if (!lg)
+        return;
+    atomic_store(&lg->stop, 1);
+    if (lg->runner_started)
+        pthread_join(lg->runner, NULL);
+    release(lg);
+}
