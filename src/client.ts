@@ -1,0 +1,237 @@
+// client.ts — `bun run client`: the echo benchmark client, rust_echo_bench's CLI and output on top of
+// the shim's load generator. Parses and validates every flag (usage errors exit 2), runs the load on
+// native threads while showing progress on stderr, then prints rust_echo_bench's lines (or --json).
+// Exit status: 0 clean run, 1 a run with errors (connect, mismatch, short read, I/O) or a failed run.
+import { isIPv4, isIPv6 } from "node:net";
+import { cpus as osCpus } from "node:os";
+import { parseArgs } from "node:util";
+import { LOADGEN_LIMITS, runLoadgen, type LoadgenOptions, type LoadgenProgress, type LoadgenResult } from "../ffi/loadgen.ts";
+
+const DEFAULTS = { address: "127.0.0.1:6379", number: 50, duration: 10, length: 512, threads: 1, warmup: 1, connectTimeout: 10 };
+
+const USAGE = `Usage: bun run client -- [options]
+
+Echo benchmark client (rust_echo_bench's workload): N connections each write a message, read it
+back, verify it byte for byte, and repeat. Only round trips inside the measured interval count.
+
+Options:
+  -a, --address ADDR        server as IPv4:port, [IPv6]:port or localhost:port (default ${DEFAULTS.address})
+  -n, --number N            connections, 1..${LOADGEN_LIMITS.maxConnections} (default ${DEFAULTS.number})
+  -d, --duration S          measured seconds, 0.01..${LOADGEN_LIMITS.maxDurationMs / 1000} (default ${DEFAULTS.duration})
+  -l, --length N            message bytes, 1..${LOADGEN_LIMITS.maxLength} (default ${DEFAULTS.length})
+  -t, --threads N           client threads, 1..${LOADGEN_LIMITS.maxThreads} and at most --number (default ${DEFAULTS.threads})
+      --cpu LIST            pin client thread i to the i-th CPU of LIST, e.g. 1 or 1,2 or 1-3
+      --warmup S            seconds of traffic before measuring, 0..${LOADGEN_LIMITS.maxWarmupMs / 1000} (default ${DEFAULTS.warmup})
+      --connect-timeout S   connect phase limit, 0.01..${LOADGEN_LIMITS.maxConnectTimeoutMs / 1000} (default ${DEFAULTS.connectTimeout})
+      --server-pid PID      also report that process's CPU time per request
+      --json                print one JSON object instead of text
+  -h, --help                show this help
+`;
+
+class UsageError extends Error {}
+
+function integer(flag: string, raw: string, min: number, max: number): number {
+  const value = /^\d+$/.test(raw) ? Number(raw) : Number.NaN;
+  if (!Number.isSafeInteger(value) || value < min || value > max) {
+    throw new UsageError(`${flag} must be an integer from ${min} to ${max}, got ${JSON.stringify(raw)}`);
+  }
+  return value;
+}
+
+/** Seconds as a decimal number, returned in whole milliseconds. */
+function seconds(flag: string, raw: string, minS: number, maxS: number): number {
+  const value = /^\d+(\.\d+)?$/.test(raw) ? Number(raw) : Number.NaN;
+  if (!(value >= minS && value <= maxS)) {
+    throw new UsageError(`${flag} must be a number of seconds from ${minS} to ${maxS}, got ${JSON.stringify(raw)}`);
+  }
+  return Math.round(value * 1000);
+}
+
+/** "1", "1,2", "1-3", "0,2-3": CPU numbers this machine has. */
+export function parseCpuList(flag: string, raw: string): number[] {
+  const last = osCpus().length - 1;
+  const out: number[] = [];
+  for (const part of raw.split(",")) {
+    const m = /^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$/.exec(part);
+    if (!m) throw new UsageError(`${flag} must be a list of CPU numbers like 1 or 1,2 or 1-3, got ${JSON.stringify(raw)}`);
+    const from = integer(flag, m[1]!, 0, last);
+    const to = m[2] === undefined ? from : integer(flag, m[2], 0, last);
+    if (to < from) throw new UsageError(`${flag} range ${from}-${to} ends before it starts`);
+    for (let cpu = from; cpu <= to; cpu++) out.push(cpu);
+  }
+  if (out.length > LOADGEN_LIMITS.maxCpus) throw new UsageError(`${flag} lists ${out.length} CPUs, at most ${LOADGEN_LIMITS.maxCpus}`);
+  return out;
+}
+
+/** IPv4:port, [IPv6]:port or localhost:port. */
+export function parseAddress(flag: string, raw: string): { host: string; port: number } {
+  const bad = () =>
+    new UsageError(`${flag} must be IPv4:port, [IPv6]:port or localhost:port with a port from 1 to 65535, got ${JSON.stringify(raw)}`);
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(raw) ?? /^([^:[\]]+):(\d+)$/.exec(raw);
+  if (!m) throw bad();
+  const host = m[1] === "localhost" ? "127.0.0.1" : m[1]!;
+  const bracketed = raw.startsWith("[");
+  if (bracketed ? !isIPv6(host) : !isIPv4(host)) throw bad();
+  const port = Number(m[2]);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw bad();
+  return { host, port };
+}
+
+interface ClientArgs {
+  load: LoadgenOptions;
+  address: string;
+  json: boolean;
+}
+
+function parse(argv: string[]): ClientArgs {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    strict: true,
+    allowPositionals: true,
+    options: {
+      address: { type: "string", short: "a" },
+      number: { type: "string", short: "n" },
+      duration: { type: "string", short: "d" },
+      length: { type: "string", short: "l" },
+      threads: { type: "string", short: "t" },
+      cpu: { type: "string" },
+      warmup: { type: "string" },
+      "connect-timeout": { type: "string" },
+      "server-pid": { type: "string" },
+      json: { type: "boolean" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(USAGE);
+    process.exit(0);
+  }
+  if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
+  const address = values.address ?? DEFAULTS.address;
+  const { host, port } = parseAddress("--address", address);
+  const connections = integer("--number", values.number ?? String(DEFAULTS.number), 1, LOADGEN_LIMITS.maxConnections);
+  const threads = integer("--threads", values.threads ?? String(DEFAULTS.threads), 1, LOADGEN_LIMITS.maxThreads);
+  if (threads > connections) {
+    throw new UsageError(`--threads ${threads} is more than --number ${connections}: each thread needs a connection`);
+  }
+  return {
+    address,
+    json: values.json ?? false,
+    load: {
+      host,
+      port,
+      connections,
+      threads,
+      length: integer("--length", values.length ?? String(DEFAULTS.length), 1, LOADGEN_LIMITS.maxLength),
+      durationMs: seconds("--duration", values.duration ?? String(DEFAULTS.duration), 0.01, LOADGEN_LIMITS.maxDurationMs / 1000),
+      warmupMs: seconds("--warmup", values.warmup ?? String(DEFAULTS.warmup), 0, LOADGEN_LIMITS.maxWarmupMs / 1000),
+      connectTimeoutMs: seconds(
+        "--connect-timeout",
+        values["connect-timeout"] ?? String(DEFAULTS.connectTimeout),
+        0.01,
+        LOADGEN_LIMITS.maxConnectTimeoutMs / 1000,
+      ),
+      cpus: values.cpu === undefined ? [] : parseCpuList("--cpu", values.cpu),
+      serverPid: values["server-pid"] === undefined ? undefined : integer("--server-pid", values["server-pid"], 1, 2 ** 31 - 1),
+    },
+  };
+}
+
+const int = (n: number) => Math.round(n).toString();
+const us = (n: number) => (n >= 1000 ? n.toFixed(0) : n.toFixed(1));
+
+function errorCount(r: LoadgenResult): number {
+  return r.connectErrors + r.mismatches + r.shortReads + r.ioErrors;
+}
+
+function progressLine(p: LoadgenProgress): string {
+  const phase =
+    p.phase === "measuring"
+      ? `measuring ${p.measuredS.toFixed(1)}/${p.durationS} s, ${int(p.measuredS > 0 ? p.responses / p.measuredS : 0)} resp/s`
+      : p.phase;
+  return `  ${phase}; connections ${p.connections}, connect errors ${p.connectErrors}, errors ${p.errors}`;
+}
+
+function text(args: ClientArgs, r: LoadgenResult): string {
+  const { load } = args;
+  const lines = [
+    `Benchmarking: ${args.address}`,
+    `${load.connections} clients, running ${load.length} bytes, ${load.durationMs / 1000} sec.`,
+    "",
+    `Speed: ${int(r.requestsPerSec)} request/sec, ${int(r.responsesPerSec)} response/sec`,
+    `Requests: ${r.requests}`,
+    `Responses: ${r.responses}`,
+    `Latency (µs): p50 ${us(r.latencyUs.p50)}, p90 ${us(r.latencyUs.p90)}, p99 ${us(r.latencyUs.p99)}, ` +
+      `p99.9 ${us(r.latencyUs.p999)}, max ${us(r.latencyUs.max)}`,
+    `Bytes verified: ${r.bytesVerified}`,
+    `Connect errors: ${r.connectErrors}`,
+    `Errors: ${r.mismatches + r.shortReads + r.ioErrors} (mismatches ${r.mismatches}, short reads ${r.shortReads}, I/O errors ${r.ioErrors})`,
+    `Measured: ${r.elapsedS.toFixed(3)} s after ${load.warmupMs / 1000} s warm-up; ${r.connections} connected in ` +
+      `${(r.connectS * 1000).toFixed(1)} ms` +
+      (r.clientCpuUs === null ? "" : `; client CPU ${((r.clientCpuUs / 1e6 / r.elapsedS) * 100).toFixed(0)}% of one core`),
+  ];
+  if (r.serverCpuUs !== null && r.responses > 0) {
+    lines.push(`Server CPU: ${(r.serverCpuUs / r.responses).toFixed(2)} µs/request (${((r.serverCpuUs / 1e6 / r.elapsedS) * 100).toFixed(0)}% of one core)`);
+  }
+  if (r.message) lines.push(`Note: ${r.message}`);
+  return `${lines.join("\n")}\n`;
+}
+
+function json(args: ClientArgs, r: LoadgenResult): string {
+  const { load } = args;
+  return `${JSON.stringify({
+    address: args.address,
+    connections: load.connections,
+    length: load.length,
+    threads: load.threads,
+    durationS: load.durationMs / 1000,
+    warmupS: load.warmupMs / 1000,
+    status: r.status,
+    message: r.message,
+    elapsedS: r.elapsedS,
+    requests: r.requests,
+    responses: r.responses,
+    requestsPerSec: r.requestsPerSec,
+    responsesPerSec: r.responsesPerSec,
+    latencyUs: r.latencyUs,
+    bytesVerified: r.bytesVerified,
+    connected: r.connections,
+    connectErrors: r.connectErrors,
+    errors: { total: errorCount(r), mismatches: r.mismatches, shortReads: r.shortReads, io: r.ioErrors },
+    clientCpuUs: r.clientCpuUs,
+    serverCpuUsPerReq: r.serverCpuUs !== null && r.responses > 0 ? r.serverCpuUs / r.responses : null,
+  })}\n`;
+}
+
+async function main(): Promise<void> {
+  let args: ClientArgs;
+  try {
+    args = parse(process.argv.slice(2));
+  } catch (e) {
+    if (e instanceof UsageError || e instanceof TypeError) {
+      process.stderr.write(`client: ${e.message} (see --help)\n`);
+      process.exit(2);
+    }
+    throw e;
+  }
+  const abort = new AbortController();
+  process.on("SIGINT", () => abort.abort());
+  process.on("SIGTERM", () => abort.abort());
+  const live = process.stderr.isTTY === true;
+  let result: LoadgenResult;
+  try {
+    result = await runLoadgen(args.load, {
+      signal: abort.signal,
+      pollMs: 200,
+      onProgress: live ? (p) => process.stderr.write(`\r${progressLine(p)}\x1b[K`) : undefined,
+    });
+  } catch (e) {
+    process.stderr.write(`${live ? "\r\x1b[K" : ""}client: ${(e as Error).message}\n`);
+    process.exit(1);
+  }
+  if (live) process.stderr.write("\r\x1b[K");
+  process.stdout.write(args.json ? json(args, result) : text(args, result));
+  process.exit(result.status === 0 && errorCount(result) === 0 ? 0 : 1);
+}
+
+await main();
