@@ -1,0 +1,267 @@
+// run.ts — `bun run bench`: the benchmark matrix. For every length × connection count, repetition
+// after repetition, each target runs in turn (A B C D A B C D ...) on a fresh server process pinned to
+// the first CPU, while the shim's load generator drives it from the other CPU(s) and samples the
+// server's CPU time at the edges of the measured interval. A live progress line goes to stderr; at
+// the end the Markdown table goes to stdout and JSON + Markdown + SVG are written (--out).
+// Exit status: 0 all runs clean, 1 some run had errors or failed, 2 usage error, 130 interrupted.
+import { mkdirSync, writeFileSync } from "node:fs";
+import { dirname, resolve } from "node:path";
+import { runLoadgen, type LoadgenProgress, type LoadgenResult } from "../ffi/loadgen.ts";
+import { parseBenchArgs, UsageError, type BenchSettings } from "./args.ts";
+import { allowedCpus, machineInfo, peakRssMiB, pinSelf } from "./procfs.ts";
+import { benchDocument, markdown, type RunSettings } from "./report.ts";
+import { summarize, type RunSample } from "./summary.ts";
+import { svgChart } from "./svg.ts";
+import { builtinTargets, externalTarget, freePort, startServer, type Pinning, type ServerProcess, type Target } from "./targets.ts";
+
+const root = resolve(import.meta.dir, "..");
+
+interface Placement {
+  serverCpu: number | null;
+  clientCpus: number[];
+  clientThreads: number;
+  pinning: Pinning;
+}
+
+interface PlannedRun {
+  target: Target;
+  connections: number;
+  length: number;
+  rep: number;
+}
+
+function plan(settings: BenchSettings, targets: Target[]): PlannedRun[] {
+  const runs: PlannedRun[] = [];
+  for (const length of settings.lengths) {
+    for (const connections of settings.connections) {
+      for (let rep = 0; rep < settings.reps; rep++) {
+        for (const target of targets) runs.push({ target, connections, length, rep });
+      }
+    }
+  }
+  return runs;
+}
+
+function place(settings: BenchSettings): Placement {
+  const cpus = allowedCpus();
+  if (cpus.length < 2) {
+    return { serverCpu: null, clientCpus: [], clientThreads: settings.clientThreads ?? 1, pinning: "none" };
+  }
+  const clientCpus = cpus.slice(1);
+  return {
+    serverCpu: cpus[0]!,
+    clientCpus,
+    clientThreads: settings.clientThreads ?? clientCpus.length,
+    pinning: Bun.which("taskset") ? "taskset" : "cli",
+  };
+}
+
+function clock(seconds: number): string {
+  const s = Math.max(0, Math.round(seconds));
+  return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+}
+
+function progressText(p: LoadgenProgress): string {
+  if (p.phase === "measuring" || p.phase === "draining") {
+    const rate = p.measuredS > 0 ? Math.round(p.responses / p.measuredS).toLocaleString("en-US") : "0";
+    return `measuring ${p.measuredS.toFixed(1)}/${p.durationS} s, ${rate} req/s, errors ${p.errors + p.connectErrors}`;
+  }
+  if (p.phase === "connecting") return `connecting ${p.connections}`;
+  return p.phase;
+}
+
+function sampleFrom(run: PlannedRun, r: LoadgenResult, rssMiB: number | null, note: string | null): RunSample {
+  const errors = r.connectErrors + r.mismatches + r.shortReads + r.ioErrors;
+  const ran = r.responses > 0 && r.elapsedS > 0;
+  const notes = [note, r.status !== 0 || r.connectErrors > 0 ? r.message : null].filter(Boolean);
+  return {
+    target: run.target.name,
+    connections: run.connections,
+    length: run.length,
+    rep: run.rep,
+    reqPerSec: ran ? r.responsesPerSec : null,
+    serverCpuUsPerReq: ran && r.serverCpuUs !== null ? r.serverCpuUs / r.responses : null,
+    clientCpuPct: ran && r.clientCpuUs !== null ? (r.clientCpuUs / 1e6 / r.elapsedS) * 100 : null,
+    latencyUs: ran ? { p50: r.latencyUs.p50, p90: r.latencyUs.p90, p99: r.latencyUs.p99, p999: r.latencyUs.p999, max: r.latencyUs.max } : null,
+    serverRssMiB: rssMiB,
+    errors,
+    failure: ran ? null : r.message || "no round trip completed in the measured interval",
+    note: notes.length > 0 ? notes.join("; ") : null,
+  };
+}
+
+function failedSample(run: PlannedRun, failure: string): RunSample {
+  return {
+    target: run.target.name,
+    connections: run.connections,
+    length: run.length,
+    rep: run.rep,
+    reqPerSec: null,
+    serverCpuUsPerReq: null,
+    clientCpuPct: null,
+    latencyUs: null,
+    serverRssMiB: null,
+    errors: 0,
+    failure,
+    note: null,
+  };
+}
+
+function commandLine(argv: string[]): string {
+  const quote = (a: string) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`);
+  return ["bun run bench", ...(argv.length > 0 ? ["--", ...argv.map(quote)] : [])].join(" ");
+}
+
+function sidePath(out: string, ext: string): string {
+  return `${out.replace(/\.json$/i, "")}.${ext}`;
+}
+
+async function main(): Promise<number> {
+  const argv = process.argv.slice(2);
+  let settings: BenchSettings;
+  try {
+    settings = parseBenchArgs(argv);
+  } catch (e) {
+    if (e instanceof UsageError || e instanceof TypeError) {
+      process.stderr.write(`bench: ${e.message} (see --help)\n`);
+      return 2;
+    }
+    throw e;
+  }
+  const all = [...builtinTargets(), ...settings.external.map(externalTarget)];
+  const targets = settings.only ? settings.only.map((n) => all.find((t) => t.name === n)!) : all;
+  const placement = place(settings);
+  if (placement.clientCpus.length > 0 && !pinSelf(placement.clientCpus)) {
+    process.stderr.write("bench: note: could not pin the bench process itself (no taskset); its load threads are still pinned\n");
+  }
+  if (placement.serverCpu === null) process.stderr.write("bench: note: only one CPU is usable; nothing is pinned\n");
+
+  const skipped = new Map<string, string>();
+  for (const t of targets) if (t.unavailable) skipped.set(t.name, t.unavailable);
+  const started = new Set<string>();
+  const runs = plan(settings, targets);
+  const samples: RunSample[] = [];
+  const abort = new AbortController();
+  let current: ServerProcess | null = null;
+  const interrupt = () => abort.abort();
+  process.on("SIGINT", interrupt);
+  process.on("SIGTERM", interrupt);
+  process.on("exit", () => {
+    if (current) {
+      try {
+        process.kill(current.pid, "SIGKILL");
+      } catch {
+        // already gone
+      }
+    }
+  });
+
+  const tty = process.stderr.isTTY === true;
+  const perRunS = (settings.warmupMs + settings.durationMs) / 1000 + 0.8;
+  const t0 = performance.now();
+  let lastDraw = 0;
+  const draw = (i: number, run: PlannedRun, status: string, force = false) => {
+    const now = performance.now();
+    if (!force && now - lastDraw < 250) return;
+    lastDraw = now;
+    const done = i / runs.length;
+    const eta = done > 0 ? ((now - t0) / 1000 / done) * (1 - done) : runs.length * perRunS;
+    const head = `[${String(i + 1).padStart(String(runs.length).length)}/${runs.length}] ${run.target.name} ` +
+      `c=${run.connections} len=${run.length} rep ${run.rep + 1}/${settings.reps}`;
+    const line = `${head}: ${status} | ETA ${clock(eta)}`;
+    process.stderr.write(tty ? `\r${line}\x1b[K` : force ? `${line}\n` : "");
+  };
+
+  for (const [i, run] of runs.entries()) {
+    if (abort.signal.aborted) break;
+    if (skipped.has(run.target.name)) continue;
+    draw(i, run, "starting server", true);
+    const port = run.target.fixedPort ?? (await freePort());
+    try {
+      current = await startServer(run.target, port, {
+        serverCpu: placement.serverCpu,
+        pinning: placement.pinning,
+        listenTimeoutMs: 20_000,
+      });
+    } catch (e) {
+      const message = (e as Error).message;
+      samples.push(failedSample(run, message));
+      if (!started.has(run.target.name)) skipped.set(run.target.name, message);
+      if (tty) process.stderr.write("\n");
+      process.stderr.write(`bench: ${run.target.name}: ${message}\n`);
+      continue;
+    }
+    started.add(run.target.name);
+    const server = current;
+    try {
+      const comm = server.comm();
+      const note = comm === "sh" || comm === "taskset" ? `measured pid ${server.pid} is '${comm}', not the server` : null;
+      const result = await runLoadgen(
+        {
+          host: "127.0.0.1",
+          port,
+          connections: run.connections,
+          length: run.length,
+          threads: Math.min(placement.clientThreads, run.connections),
+          warmupMs: settings.warmupMs,
+          durationMs: settings.durationMs,
+          connectTimeoutMs: 20_000,
+          cpus: placement.clientCpus,
+          serverPid: server.pid,
+        },
+        { signal: abort.signal, pollMs: 100, onProgress: (p) => draw(i, run, progressText(p)) },
+      );
+      if (abort.signal.aborted) break; // a partial run is not a sample
+      const sample = sampleFrom(run, result, peakRssMiB(server.pid), note);
+      samples.push(sample);
+      const summary = sample.reqPerSec === null
+        ? `failed: ${sample.failure}`
+        : `${Math.round(sample.reqPerSec).toLocaleString("en-US")} req/s, errors ${sample.errors}`;
+      draw(i, run, summary, true);
+    } finally {
+      await server.stop();
+      current = null;
+    }
+  }
+  if (tty) process.stderr.write("\n");
+
+  const order = targets.map((t) => t.name);
+  const cells = summarize(samples, order, settings.baseline);
+  const runSettings: RunSettings = {
+    durationS: settings.durationMs / 1000,
+    warmupS: settings.warmupMs / 1000,
+    reps: settings.reps,
+    lengths: settings.lengths,
+    connections: settings.connections,
+    serverCpu: placement.serverCpu,
+    clientCpus: placement.clientCpus,
+    clientThreads: placement.clientThreads,
+    pinning: placement.pinning,
+    baseline: settings.baseline,
+  };
+  const doc = benchDocument(
+    machineInfo(),
+    commandLine(argv),
+    runSettings,
+    targets.map((t) => ({ name: t.name, command: t.display, skipped: skipped.get(t.name) ?? null })),
+    cells,
+    samples,
+  );
+  const md = markdown(doc, cells);
+  const out = resolve(root, settings.out);
+  mkdirSync(dirname(out), { recursive: true });
+  writeFileSync(out, `${JSON.stringify(doc, null, 2)}\n`);
+  writeFileSync(sidePath(out, "md"), md);
+  writeFileSync(sidePath(out, "svg"), svgChart(cells, order.filter((n) => !skipped.has(n) || started.has(n))));
+  process.stdout.write(md);
+  process.stderr.write(`bench: wrote ${out}, ${sidePath(out, "md")} and ${sidePath(out, "svg")}\n`);
+  if (abort.signal.aborted) {
+    process.stderr.write("bench: interrupted; the files hold the runs completed so far\n");
+    return 130;
+  }
+  const bad = samples.filter((s) => s.errors > 0 || s.failure !== null).length;
+  if (bad > 0) process.stderr.write(`bench: ${bad} run${bad === 1 ? "" : "s"} had errors or failed (see the table)\n`);
+  return bad > 0 ? 1 : 0;
+}
+
+process.exit(await main());
