@@ -85,15 +85,26 @@ export function markdown(doc: BenchDocument, cells: Cell[]): string {
     `| target | conns | bytes | req/s | min–max | vs ${base} | server CPU µs/req | vs ${base} | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | RSS MiB | client CPU | errors |`,
     "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
   ];
+  let clientBound = false;
   for (const c of cells) {
     const r = c.reqPerSec;
+    // The load generator used (nearly) all of its CPU: this req/s is a floor set by the client.
+    const saturated = c.clientCpuPct !== null && c.clientCpuPct >= 90 * Math.min(s.clientThreads, c.connections);
+    clientBound ||= saturated;
     const errors = c.failedRuns > 0 ? `${c.errors} (${c.failedRuns} run${c.failedRuns === 1 ? "" : "s"} failed)` : String(c.errors);
     lines.push(
-      `| ${c.target} | ${c.connections} | ${c.length} | ${r ? group(r.median) : "–"} | ${r ? `${group(r.min)}–${group(r.max)}` : "–"} | ` +
+      `| ${c.target} | ${c.connections} | ${c.length} | ${r ? `${group(r.median)}${saturated ? " †" : ""}` : "–"} | ${r ? `${group(r.min)}–${group(r.max)}` : "–"} | ` +
         `${ratio(c.vsBaseline.reqPerSec)} | ${fixed(c.serverCpuUsPerReq, 2)} | ${ratio(c.vsBaseline.serverCpuPerReq)} | ` +
         `${latency(c.latencyUs?.p50)} | ${latency(c.latencyUs?.p90)} | ${latency(c.latencyUs?.p99)} | ` +
         `${latency(c.latencyUs?.p999)} | ${latency(c.latencyUs?.max)} | ${fixed(c.serverRssMiB, 1)} | ` +
         `${c.clientCpuPct === null ? "–" : `${c.clientCpuPct.toFixed(0)}%`} | ${errors} |`,
+    );
+  }
+  if (clientBound) {
+    lines.push(
+      "",
+      "† the load generator was at ≥ 90% of its CPU: the server may be faster than this req/s shows; " +
+        "compare server CPU µs/req there.",
     );
   }
   if (skipped.length > 0) {

@@ -15,6 +15,8 @@ export interface RunSample {
   clientCpuPct: number | null;
   latencyUs: Latency | null;
   serverRssMiB: number | null;
+  /** How late the CPU samples were taken after the interval edges (µs): the CPU figures' timing error. */
+  edgeSkewUs: number | null;
   errors: number;
   failure: string | null;
   note: string | null;
