@@ -53,7 +53,8 @@ int loop_alloc_tables(struct loop *l, struct bunring_error *err)
 {
     const struct bunring_config *cfg = &l->srv->cfg;
     uint32_t n = l->srv->nloops;
-    l->max_conns = (cfg->max_connections + n - 1) / n;
+    /* Split exactly: the first (max % n) loops take one more, so the total is maxConnections. */
+    l->max_conns = cfg->max_connections / n + (l->index < cfg->max_connections % n ? 1u : 0u);
     l->buf_size = cfg->buffer_size;
     l->buf_count = cfg->buffer_count;
     l->conns = loop_alloc(l, sizeof(struct conn) * l->max_conns);
