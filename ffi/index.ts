@@ -2,7 +2,7 @@
 // read its counters through one mapping of the stats block, stop/free it, probe the kernel, and
 // encode/decode user_data through the C functions. No other module touches pointers.
 import { toArrayBuffer, type Pointer } from "bun:ffi";
-import { native } from "./lib.ts";
+import { cStringAt, native } from "./lib.ts";
 import {
   BACKEND_CODES,
   CONFIG,
@@ -83,12 +83,9 @@ function encodeConfig(cfg: NativeConfig): Uint8Array {
 }
 
 function readError(bytes: Uint8Array): NativeError {
-  const view = new DataView(bytes.buffer);
-  const raw = bytes.subarray(ERROR.message, ERROR.message + ERROR.messageLength);
-  const end = raw.indexOf(0);
   return {
-    code: view.getInt32(ERROR.code, true),
-    message: new TextDecoder().decode(raw.subarray(0, end < 0 ? raw.length : end)),
+    code: new DataView(bytes.buffer).getInt32(ERROR.code, true),
+    message: cStringAt(bytes, ERROR.message, ERROR.messageLength),
   };
 }
 
@@ -156,8 +153,7 @@ export function probeNative(): ProbeResult {
   const err = new Uint8Array(ERROR.size);
   const release = new Uint8Array(128);
   const bits = lib.bunring_probe(err, release, release.length);
-  const end = release.indexOf(0);
-  const kernel = new TextDecoder().decode(release.subarray(0, end < 0 ? release.length : end));
+  const kernel = cStringAt(release, 0, release.length);
   const error = readError(err);
   return { kernel, features: featureList(bits), ...(error.code !== 0 ? { error } : {}) };
 }

@@ -46,7 +46,8 @@ function newestSourceMtime(): number {
   return newest;
 }
 
-function checkBuilt(path: string): void {
+/** Throws an Error saying how to build the shim when it is missing or older than its sources. */
+export function checkBuilt(path: string): void {
   if (!existsSync(path)) {
     throw new Error(`bunring: the native shim ${path} is missing; ${buildHint}`);
   }
@@ -83,4 +84,11 @@ let loaded: ReturnType<typeof open> | undefined;
 export function native(): ReturnType<typeof open> {
   loaded ??= open();
   return loaded;
+}
+
+/** A NUL-terminated string inside a byte buffer (error messages, names in result structs). */
+export function cStringAt(bytes: Uint8Array, offset: number, length: number): string {
+  const slice = bytes.subarray(offset, offset + length);
+  const end = slice.indexOf(0);
+  return new TextDecoder().decode(end < 0 ? slice : slice.subarray(0, end));
 }

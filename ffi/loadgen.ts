@@ -2,17 +2,9 @@
 // byte layouts of its three structs (checked against the library's sizes at load time), and a typed
 // API: startLoadgen() returns a handle; runLoadgen() polls it with `await Bun.sleep` (the native
 // threads do the work, the JS thread stays free), reports progress, enforces a hard deadline and
-// returns the result. Self-contained: it opens the library itself, the same way ffi/lib.ts does.
+// returns the result. It opens the same library as ffi/lib.ts (same path, same staleness check).
 import { dlopen, FFIType, type Pointer } from "bun:ffi";
-import { existsSync } from "node:fs";
-import { join, resolve } from "node:path";
-
-const packageRoot = resolve(import.meta.dir, "..");
-
-/** $BUNRING_LIB, else c-shim/build/libbunring.so in this package. */
-export function loadgenLibraryPath(): string {
-  return process.env.BUNRING_LIB ?? join(packageRoot, "c-shim", "build", "libbunring.so");
-}
+import { checkBuilt, cStringAt, libraryPath } from "./lib.ts";
 
 export const LOADGEN_LIMITS = {
   maxConnections: 100_000,
@@ -102,10 +94,8 @@ const symbols = {
 } as const;
 
 function open() {
-  const path = loadgenLibraryPath();
-  if (!existsSync(path)) {
-    throw new Error(`bunring: the native shim ${path} is missing; build it with \`bash c-shim/build.sh\``);
-  }
+  const path = libraryPath();
+  checkBuilt(path);
   const s = dlopen(path, symbols).symbols;
   const sizes: [string, number, number][] = [
     ["bunring_loadgen_config", s.bunring_loadgen_config_size(), CONFIG.size],
@@ -202,12 +192,6 @@ export interface LoadgenHandle {
   free(): void;
 }
 
-function cString(bytes: Uint8Array, offset: number, length: number): string {
-  const slice = bytes.subarray(offset, offset + length);
-  const end = slice.indexOf(0);
-  return new TextDecoder().decode(end < 0 ? slice : slice.subarray(0, end));
-}
-
 function encodeConfig(o: LoadgenOptions): Uint8Array {
   const bytes = new Uint8Array(CONFIG.size);
   const view = new DataView(bytes.buffer);
@@ -243,7 +227,7 @@ function decodeResult(bytes: Uint8Array): LoadgenResult {
   const responses = u64(RESULT.responses);
   return {
     status: view.getInt32(RESULT.status, true),
-    message: cString(bytes, RESULT.message, RESULT.messageLength),
+    message: cStringAt(bytes, RESULT.message, RESULT.messageLength),
     connections: view.getUint32(RESULT.connections, true),
     connectErrors: u64(RESULT.connectErrors),
     mismatches: u64(RESULT.mismatches),
@@ -282,7 +266,7 @@ export function startLoadgen(options: LoadgenOptions): LoadgenHandle {
   const handle = s.bunring_loadgen_start(config, host, err) as Pointer | null;
   if (!handle) {
     const code = new DataView(err.buffer).getInt32(ERROR.code, true);
-    throw new Error(`bunring loadgen: ${cString(err, ERROR.message, ERROR.size - ERROR.message)} (${code})`);
+    throw new Error(`bunring loadgen: ${cStringAt(err, ERROR.message, ERROR.size - ERROR.message)} (${code})`);
   }
   const progressBytes = new Uint8Array(PROGRESS.size);
   const progressView = new DataView(progressBytes.buffer);
