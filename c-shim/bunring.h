@@ -47,6 +47,7 @@ struct bunring_config {
 #define BUNRING_FLAG_SQPOLL (1u << 0)      /* ask for IORING_SETUP_SQPOLL */
 #define BUNRING_FLAG_NO_DEFER (1u << 1)    /* do not use DEFER_TASKRUN/SINGLE_ISSUER (testing) */
 #define BUNRING_FLAG_FORCE_NO_URING (1u << 2) /* behave as if io_uring were unavailable (testing) */
+#define BUNRING_FLAG_NO_FIXED_FILES (1u << 3) /* uring: ordinary fds instead of direct descriptors */
 
 /* An error coming back from the shim: negative errno (or 0) and a human message. */
 struct bunring_error {

@@ -97,6 +97,7 @@ struct loop {
     size_t buf_ring_bytes;
     uint32_t returned_bufs; /* buffers added to the ring since the last advance */
     bool accept_armed;
+    bool fixed_files; /* connections are direct descriptors (registered file table) */
     uint32_t timers_armed;
     struct __kernel_timespec timer_ts[3]; /* one per timer kind */
     uint64_t wake_value;

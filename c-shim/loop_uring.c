@@ -13,6 +13,7 @@
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -23,6 +24,7 @@
 #define ACCEPT_RETRY_MS 50u
 #define IDLE_SWEEP_MAX_MS 1000u
 #define SEND_IOV_MAX 8u
+#define FIXED_SPARES 64u
 
 /* Timer kinds, carried in the slot field of a BUNRING_OP_TIMEOUT user_data. */
 enum uring_timer { TIMER_ACCEPT_RETRY = 0, TIMER_DRAIN = 1, TIMER_IDLE = 2 };
@@ -39,10 +41,32 @@ static struct io_uring_sqe *get_sqe(struct loop *l)
     return sqe;
 }
 
+/* With a registered file table, connections are direct descriptors: the kernel skips the fd table
+ * lookup on every recv and send, and they do not count against RLIMIT_NOFILE. */
+static void use_conn_fd(const struct loop *l, struct io_uring_sqe *sqe)
+{
+    if (l->fixed_files)
+        sqe->flags |= IOSQE_FIXED_FILE;
+}
+
+static void close_fd(struct loop *l, int fd)
+{
+    if (!l->fixed_files) {
+        close(fd);
+        return;
+    }
+    struct io_uring_sqe *sqe = get_sqe(l);
+    io_uring_prep_close_direct(sqe, (unsigned)fd);
+    io_uring_sqe_set_data64(sqe, bunring_ud_pack(BUNRING_OP_CLOSE, 0, 0, 0));
+}
+
 static void arm_accept(struct loop *l)
 {
     struct io_uring_sqe *sqe = get_sqe(l);
-    io_uring_prep_multishot_accept(sqe, l->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+    if (l->fixed_files)
+        io_uring_prep_multishot_accept_direct(sqe, l->listen_fd, NULL, NULL, 0);
+    else
+        io_uring_prep_multishot_accept(sqe, l->listen_fd, NULL, NULL, SOCK_CLOEXEC);
     io_uring_sqe_set_data64(sqe, bunring_ud_pack(BUNRING_OP_ACCEPT, 0, 0, 0));
     l->accept_armed = true;
 }
@@ -69,6 +93,7 @@ static void arm_recv(struct loop *l, struct conn *c)
 {
     struct io_uring_sqe *sqe = get_sqe(l);
     io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+    use_conn_fd(l, sqe);
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = BUF_GROUP;
     io_uring_sqe_set_data64(sqe, bunring_ud_pack(BUNRING_OP_RECV, 0, conn_slot(l, c), c->gen));
@@ -89,7 +114,7 @@ static void cancel_recv(struct loop *l, struct conn *c)
 static void cancel_all(struct loop *l, struct conn *c)
 {
     struct io_uring_sqe *sqe = get_sqe(l);
-    io_uring_prep_cancel_fd(sqe, c->fd, IORING_ASYNC_CANCEL_ALL);
+    io_uring_prep_cancel_fd(sqe, c->fd, IORING_ASYNC_CANCEL_ALL | (l->fixed_files ? IORING_ASYNC_CANCEL_FD_FIXED : 0));
     io_uring_sqe_set_data64(sqe, bunring_ud_pack(BUNRING_OP_CANCEL, 0, conn_slot(l, c), c->gen));
     c->flags |= CONN_CANCELLING;
 }
@@ -113,6 +138,7 @@ static void start_send(struct loop *l, struct conn *c)
     if (l->buf_next[bid] == NO_BUF) {
         c->send_bytes = l->buf_len[bid] - c->head_off;
         io_uring_prep_send(sqe, c->fd, buf_addr(l, bid) + c->head_off, c->send_bytes, MSG_NOSIGNAL);
+        use_conn_fd(l, sqe);
     } else {
         struct iovec *iov = &l->send_iov[(size_t)slot * SEND_IOV_MAX];
         uint32_t n = 0;
@@ -128,6 +154,7 @@ static void start_send(struct loop *l, struct conn *c)
         msg->msg_iov = iov;
         msg->msg_iovlen = n;
         io_uring_prep_sendmsg(sqe, c->fd, msg, MSG_NOSIGNAL);
+        use_conn_fd(l, sqe);
     }
     io_uring_sqe_set_data64(sqe, bunring_ud_pack(BUNRING_OP_SEND, bid, slot, c->gen));
     c->flags |= CONN_SEND_INFLIGHT;
@@ -140,6 +167,8 @@ static void try_finish_close(struct loop *l, struct conn *c)
         return;
     while (c->q_head != NO_BUF)
         return_buffer(l, queue_pop(l, c));
+    close_fd(l, c->fd);
+    c->fd = -1;
     conn_release(l, c);
 }
 
@@ -160,7 +189,14 @@ static void close_conn(struct loop *l, struct conn *c, enum bunring_stat reason)
 static void start_lingering(struct loop *l, struct conn *c)
 {
     c->flags |= CONN_WR_SHUT;
-    shutdown(c->fd, SHUT_WR);
+    if (l->fixed_files) {
+        struct io_uring_sqe *sqe = get_sqe(l);
+        io_uring_prep_shutdown(sqe, c->fd, SHUT_WR);
+        use_conn_fd(l, sqe);
+        io_uring_sqe_set_data64(sqe, bunring_ud_pack(BUNRING_OP_CLOSE, 0, 0, 0));
+    } else {
+        shutdown(c->fd, SHUT_WR);
+    }
     if (c->flags & CONN_PEER_EOF) {
         close_conn(l, c, BUNRING_STAT_CONN_CLOSED_STOP);
         return;
@@ -198,11 +234,13 @@ static void on_accept(struct loop *l, struct io_uring_cqe *cqe)
         int fd = cqe->res;
         struct conn *c = l->stopping ? NULL : conn_open(l, fd);
         if (!c) {
-            close(fd);
+            close_fd(l, fd);
             stat_add(l, BUNRING_STAT_CONN_REJECTED, 1);
         } else {
-            int one = 1;
-            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+            if (!l->fixed_files) { /* direct descriptors inherit TCP_NODELAY from the listener */
+                int one = 1;
+                setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+            }
             arm_recv(l, c);
         }
     } else if (cqe->res != -ECANCELED) {
@@ -432,6 +470,26 @@ static void handle_cqe(struct loop *l, struct io_uring_cqe *cqe)
     }
 }
 
+/* A sparse table of direct descriptors, one per connection slot plus spares so that a connection
+ * over maxConnections can still be accepted and closed at once (counted as rejected). The kernel
+ * caps the table at RLIMIT_NOFILE, just as ordinary fds are capped: past it, accept fails (ENFILE)
+ * and is retried on a timer like EMFILE. If registering fails the loop uses ordinary fds. */
+static void register_file_table(struct loop *l)
+{
+    if (l->srv->cfg.flags & BUNRING_FLAG_NO_FIXED_FILES)
+        return;
+    struct rlimit rl;
+    uint32_t want = l->max_conns + FIXED_SPARES;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && want > rl.rlim_cur)
+        want = (uint32_t)rl.rlim_cur;
+    if (io_uring_register_files_sparse(&l->ring, want) != 0)
+        return;
+    int one = 1;
+    setsockopt(l->listen_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    l->fixed_files = true;
+    l->features |= BUNRING_FEAT_FIXED_FILES;
+}
+
 int uring_setup(struct loop *l, struct bunring_error *err)
 {
     const struct bunring_config *cfg = &l->srv->cfg;
@@ -470,6 +528,7 @@ int uring_setup(struct loop *l, struct bunring_error *err)
     l->ring_ready = true;
     if (io_uring_register_ring_fd(&l->ring) == 1)
         l->features |= BUNRING_FEAT_REGISTERED_RING_FD;
+    register_file_table(l);
 
     l->send_iov = loop_alloc(l, sizeof(struct iovec) * SEND_IOV_MAX * l->max_conns);
     l->send_msg = loop_alloc(l, sizeof(struct msghdr) * l->max_conns);
