@@ -5,7 +5,7 @@
 // after start, the process's fds back to their count before the cycles (and before the server once
 // stopped), and RSS flat within a generous bound (the whole test process, JS heap included, after GC).
 // CI: 10,000 cycles; BUNRING_SOAK=1: 100,000.
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { fmtStats, startServer, stopAll, stopServer } from "../helpers/server.ts";
 import {
   BACKENDS,
@@ -24,6 +24,7 @@ import {
 } from "./lib.ts";
 
 afterEach(stopAll);
+setDefaultTimeout(testTimeout(30_000, 300_000)); // tests without their own limit
 
 const CYCLES = knob("CHURN_CYCLES", 10_000, 100_000);
 const CONCURRENCY = knob("CHURN_CONCURRENCY", 32, 64);

@@ -10,7 +10,7 @@
 //   * io_uring unavailable (BUNRING_DISABLE_URING=1): backend "uring" throws an Error suggesting
 //     epoll (and starts nothing), "auto" falls back to epoll and says why (API and CLI banner),
 //     epoll is unaffected.
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
 import net from "node:net";
 import { serve } from "../../src/index.ts";
 import { bannerOf, BUN, exitOf, runCli } from "../helpers/cli.ts";
@@ -37,6 +37,7 @@ import {
 } from "./lib.ts";
 
 afterEach(stopAll);
+setDefaultTimeout(testTimeout(30_000, 300_000)); // tests without their own limit
 
 const KILL_ROUNDS = knob("KILL_ROUNDS", 3, 20);
 const KILL_CHILDREN = knob("KILL_CHILDREN", 3, 4);

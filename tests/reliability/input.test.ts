@@ -16,7 +16,7 @@
 //     bijection on 64-bit values.
 //   * Privileged port as a non-root user (setpriv to nobody): --port 80 fails with a clear
 //     permission message (exit 1: not a usage error), while --port 0 as nobody works.
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
 import fc from "fast-check";
 import { availableParallelism } from "node:os";
 import { userData } from "../../ffi/index.ts";
@@ -27,6 +27,7 @@ import { stopAll } from "../helpers/server.ts";
 import { BACKENDS, backendAvailable, echoOnce, fdCount, freePort, knob, refused, report, testTimeout } from "./lib.ts";
 
 afterEach(stopAll);
+setDefaultTimeout(testTimeout(30_000, 300_000)); // tests without their own limit
 
 const ONLINE = availableParallelism();
 const PROP_RUNS = knob("PROP_RUNS", 300, 5_000);

@@ -4,11 +4,12 @@
 // server's counters balance exactly: bytesIn == bytesOut == bytes sent, every connection accepted
 // and closed by EOF, no buffer held, no allocation after start, no error.
 // CI: 200 connections × 5 s (+ a scarce-pool, 2-loop variant); BUNRING_SOAK=1: 500 × 20 s.
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { fmtStats, startServer, stopAll, type ServeOptions } from "../helpers/server.ts";
 import { BACKENDS, backendAvailable, knob, MiB, pipelinedClient, report, statsReach, testTimeout } from "./lib.ts";
 
 afterEach(stopAll);
+setDefaultTimeout(testTimeout(30_000, 300_000)); // tests without their own limit
 
 const CONNS = knob("INTEGRITY_CONNS", 200, 500);
 const DURATION_MS = knob("INTEGRITY_MS", 5_000, 20_000);

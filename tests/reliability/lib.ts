@@ -285,13 +285,6 @@ export class RoundTripper {
   }
 }
 
-/** Sum of round trips over a set of RoundTrippers. */
-export function totalTrips(rts: readonly RoundTripper[]): number {
-  let n = 0;
-  for (const r of rts) n += r.trips;
-  return n;
-}
-
 // ---------------------------------------------------------------------------------------------
 // /proc readings.
 
@@ -316,12 +309,6 @@ export function cpuSeconds(pid: number | "self"): number {
 /** Open fds of a process. */
 export function fdCount(pid: number | "self" = "self"): number {
   return readdirSync(`/proc/${pid}/fd`).length;
-}
-
-/** Resident set size of a process, in bytes. */
-export function rssBytes(pid: number | "self"): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-  return m ? Number(m[1]) * 1024 : 0;
 }
 
 // ---------------------------------------------------------------------------------------------

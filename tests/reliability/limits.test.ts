@@ -8,7 +8,7 @@
 //     clients leave it accepts and echoes again; SIGINT then stops it cleanly.
 //   * idleTimeoutMs: an idle connection is closed by the server after the timeout (not before) and
 //     counted in connClosedIdle; a connection that keeps echoing is not closed.
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
 import type net from "node:net";
 import { bannerOf, BUN, CLI, exitOf, runCli } from "../helpers/cli.ts";
 import { fmtStats, startServer, stopAll } from "../helpers/server.ts";
@@ -30,6 +30,7 @@ import {
 } from "./lib.ts";
 
 afterEach(stopAll);
+setDefaultTimeout(testTimeout(30_000, 300_000)); // tests without their own limit
 
 const EXTRA = knob("LIMIT_EXTRA", 40, 400);
 const EMFILE_CLIENTS = knob("EMFILE_CLIENTS", 120, 1000);

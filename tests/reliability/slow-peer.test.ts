@@ -11,7 +11,7 @@
 //   * stats.pausedNow >= 1 the whole time the hog does not read.
 //   * When the hog finally reads, it gets back every byte it sent (sha256).
 // CI: 16 MiB hog, 50 healthy connections, 2 s windows; BUNRING_SOAK=1: 64 MiB, 200, 6 s.
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { availableParallelism } from "node:os";
@@ -31,6 +31,7 @@ import {
 } from "./lib.ts";
 
 afterEach(stopAll);
+setDefaultTimeout(testTimeout(30_000, 300_000)); // tests without their own limit
 
 const HOG_BYTES = knob("HOG_BYTES", 16 * MiB, 64 * MiB);
 const GOOD = knob("GOOD_CONNS", 50, 200);
