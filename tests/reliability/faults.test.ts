@@ -298,7 +298,7 @@ describe.each([...BACKENDS])("reliability: faults [%s]", (backend) => {
         expect((err as Error).message).toMatch(/io_uring/);
         expect((err as Error).message).toMatch(/epoll/);
         expect(await refused(port)).toBe(true);
-        expect(fdCount()).toBe(fds0);
+        expect(fdCount()).toBeLessThanOrEqual(fds0); // nothing left open (an earlier test's socket may close meanwhile)
 
         // "auto": falls back to epoll, says why, and serves.
         const s = serve({ backend: "auto", port: 0, host: "127.0.0.1" });

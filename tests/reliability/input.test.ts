@@ -338,7 +338,7 @@ describe.each([...BACKENDS])("reliability: bad input [%s]", (backend) => {
         }
       }
       expect(await refused(port)).toBe(true);
-      expect(fdCount()).toBe(fds0);
+      expect(fdCount()).toBeLessThanOrEqual(fds0); // nothing left open (an earlier test's socket may close meanwhile)
     });
   }
 
@@ -396,7 +396,7 @@ describe.each([...BACKENDS])("reliability: bad input [%s]", (backend) => {
     }
     expect(wrong).toEqual([]);
     expect(await refused(port)).toBe(true);
-    expect(fdCount()).toBe(fds0);
+    expect(fdCount()).toBeLessThanOrEqual(fds0); // nothing left open (an earlier test's socket may close meanwhile)
   });
 
   // null is a value of the wrong kind like any other: port: null is a TypeError, so backend: null,
@@ -551,7 +551,7 @@ describe.each([...BACKENDS])("reliability: bad input [%s]", (backend) => {
         }),
         { numRuns: SERVE_RUNS },
       );
-      expect(fdCount()).toBe(fds0);
+      expect(fdCount()).toBeLessThanOrEqual(fds0); // nothing left open (an earlier test's socket may close meanwhile)
       report("bad input", backend, `serve() property: ${started} random configs started and echoed, ${rejected} rejected naming a bad option`);
     },
     testTimeout(60_000, 600_000),
