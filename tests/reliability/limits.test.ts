@@ -368,37 +368,60 @@ describe.each([...BACKENDS])("reliability: limits [%s]", (backend) => {
       idle.once("error", (e: NodeJS.ErrnoException) => (how = e.code ?? e.message));
       idle.once("close", () => resolve({ how, at: performance.now() }));
     });
-    // One echo, then silence: the idle clock starts at its last byte.
+    // One echo, then silence: the server's idle clock starts at its last byte, which is no earlier
+    // than the moment we wrote (a reference that a late 'data' callback cannot shift).
+    const lastActive = performance.now();
     await new Promise<void>((resolve) => {
       idle.once("data", () => resolve());
       idle.write("then silence");
     });
-    const lastActive = performance.now();
 
-    // The busy one: an echo every 50 ms (its cadence is the workload, not synchronisation).
+    // The busy one: an echo every 50 ms (its cadence is the workload, not synchronisation), the
+    // first at once. The gaps between its ticks are recorded: if this process stalled for most of
+    // a timeout, the server would be right to call it idle, and the test says so instead of failing.
     const busy = await connect(s.port);
     let busyEchoes = 0;
     let busyClosed = false;
     busy.on("data", () => busyEchoes++);
     busy.once("close", () => (busyClosed = true));
-    const ticker = setInterval(() => busy.write("tick"), 50);
+    let lastTick = performance.now();
+    let maxGap = 0;
+    const tick = () => {
+      const now = performance.now();
+      maxGap = Math.max(maxGap, now - lastTick);
+      lastTick = now;
+      busy.write("tick");
+    };
+    tick();
+    const ticker = setInterval(tick, 50);
     try {
       const end = await withTimeout(idleEnd, 5_000, `idle connection closed by the server; stats ${fmtStats(stats())}`);
       const after = end.at - lastActive;
-      expect(after).toBeGreaterThanOrEqual(idleMs - 20); // not early (timer granularity aside)
-      expect(after).toBeLessThan(idleMs + 1_000);
-      expect(stats().connClosedIdle).toBe(1);
+      const atIdleClose = { after: Math.round(after), closedIdle: stats().connClosedIdle, busyClosed, maxGap: Math.round(maxGap) };
+      expect(atIdleClose.after).toBeGreaterThanOrEqual(idleMs - 20); // not early (coarse clock aside)
+      expect(atIdleClose.after).toBeLessThan(idleMs + 1_000);
+      if (maxGap < idleMs / 2) expect(atIdleClose).toMatchObject({ closedIdle: 1, busyClosed: false });
 
       // The busy connection outlives several timeouts.
       const echoesAtIdleClose = busyEchoes;
       await waitFor(() => performance.now() - lastActive > 4 * idleMs, "four idle timeouts pass", { timeoutMs: 5_000 });
-      expect(busyClosed).toBe(false);
-      expect(busyEchoes).toBeGreaterThan(echoesAtIdleClose);
-      expect(stats().connClosedIdle).toBe(1);
-      report("idle timeout", backend, `idleTimeoutMs ${idleMs}: idle connection closed ${after.toFixed(0)} ms after its last byte (client saw ${end.how}); busy connection kept open (${busyEchoes} echoes)`);
+      const later = { closedIdle: stats().connClosedIdle, busyClosed, maxGap: Math.round(maxGap), echoes: busyEchoes - echoesAtIdleClose };
+      if (maxGap < idleMs / 2) {
+        expect(later.echoes).toBeGreaterThan(0);
+        expect(later).toMatchObject({ closedIdle: 1, busyClosed: false });
+      } else {
+        console.warn(`[reliability] idle timeout [${backend}]: this process stalled ${later.maxGap} ms between ticks; busy-connection checks skipped`);
+      }
+      report(
+        "idle timeout",
+        backend,
+        `idleTimeoutMs ${idleMs}: idle connection closed ${after.toFixed(0)} ms after its last byte was sent (client saw ${end.how}); ` +
+          `busy connection kept open (${busyEchoes} echoes, longest gap between its ticks ${maxGap.toFixed(0)} ms)`,
+      );
     } finally {
       clearInterval(ticker);
     }
+    if (busyClosed) return; // only after a stall (checked above)
     busy.end();
     await withTimeout(closed(busy), 5_000, "busy connection closes after FIN");
     await statsReach(stats, (st) => st.connOpen === 0, "all closed");
