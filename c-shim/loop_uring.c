@@ -243,6 +243,10 @@ static void on_accept(struct loop *l, struct io_uring_cqe *cqe)
             }
             arm_recv(l, c);
         }
+    } else if (cqe->res == -ENFILE && l->fixed_files) {
+        /* Every table slot is taken, which only happens past maxConnections with more than
+         * FIXED_SPARES rejections still closing: the kernel closed the connection, as we would have. */
+        stat_add(l, BUNRING_STAT_CONN_REJECTED, 1);
     } else if (cqe->res != -ECANCELED) {
         stat_add(l, BUNRING_STAT_ACCEPT_ERRORS, 1);
         if (!l->accept_armed && !l->stopping) {
@@ -471,17 +475,22 @@ static void handle_cqe(struct loop *l, struct io_uring_cqe *cqe)
 }
 
 /* A sparse table of direct descriptors, one per connection slot plus spares so that a connection
- * over maxConnections can still be accepted and closed at once (counted as rejected). The kernel
- * caps the table at RLIMIT_NOFILE, just as ordinary fds are capped: past it, accept fails (ENFILE)
- * and is retried on a timer like EMFILE. If registering fails the loop uses ordinary fds. */
+ * over maxConnections can still be accepted and closed at once (counted as rejected).
+ *
+ * The kernel caps the table at RLIMIT_NOFILE, and a full table is worse than running out of ordinary
+ * fds: multishot accept takes the connection off the listen backlog first and only then finds no
+ * free slot, so the client is reset unserved. With ordinary fds EMFILE leaves it waiting in the
+ * backlog until an fd frees up. So the table is used only when it can hold every connection this
+ * loop admits plus the spares; under a lower RLIMIT_NOFILE (or if registering fails) the loop uses
+ * ordinary fds. */
 static void register_file_table(struct loop *l)
 {
     if (l->srv->cfg.flags & BUNRING_FLAG_NO_FIXED_FILES)
         return;
     struct rlimit rl;
     uint32_t want = l->max_conns + FIXED_SPARES;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && want > rl.rlim_cur)
-        want = (uint32_t)rl.rlim_cur;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || (rl.rlim_cur != RLIM_INFINITY && want > rl.rlim_cur))
+        return;
     if (io_uring_register_files_sparse(&l->ring, want) != 0)
         return;
     int one = 1;
