@@ -3,7 +3,7 @@
 // SIGINT/SIGTERM stop gracefully, print the final stats and exit 0.
 import { parseArgs } from "node:util";
 import { probe, serve, type Server, type ServerStats } from "./index.ts";
-import { DEFAULTS, resolveOptions, type Labels, type ServeOptions } from "./options.ts";
+import { allowedValues, DEFAULTS, resolveOptions, type IntegerOption, type Labels, type ServeOptions } from "./options.ts";
 
 const USAGE = `Usage: bun src/cli.ts [options]    (bun run uring | bun run epoll | bun run serve -- [options])
 
@@ -50,34 +50,82 @@ function usageFail(message: string): never {
   process.exit(2);
 }
 
-function integerFlag(flag: string, raw: string | undefined): number | undefined {
+/** A whole number as typed: digits only, and small enough to be exact (else the message shows 1e+23). */
+function integerFlag(key: IntegerOption, raw: string | undefined): number | undefined {
   if (raw === undefined) return undefined;
-  if (!/^\d+$/.test(raw)) throw new UsageError(`${flag} must be a whole number, got ${JSON.stringify(raw)}`);
+  if (!/^\d+$/.test(raw) || !Number.isSafeInteger(Number(raw))) {
+    throw new UsageError(`${FLAGS[key]} must be ${allowedValues(key)}, got ${JSON.stringify(raw)}`);
+  }
   return Number(raw);
 }
 
-function parse(argv: string[]): ServeOptions {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    strict: true,
-    allowPositionals: true,
-    options: {
-      backend: { type: "string" },
-      host: { type: "string" },
-      port: { type: "string" },
-      threads: { type: "string" },
-      cpu: { type: "string" },
-      "buffer-size": { type: "string" },
-      buffers: { type: "string" },
-      "max-connections": { type: "string" },
-      "max-pending": { type: "string" },
-      backlog: { type: "string" },
-      "drain-ms": { type: "string" },
-      "idle-timeout": { type: "string" },
-      sqpoll: { type: "boolean" },
-      help: { type: "boolean", short: "h" },
-    },
+function cpuListFlag(raw: string | undefined): number[] | undefined {
+  if (raw === undefined) return undefined;
+  return raw.split(",").map((entry) => {
+    const cpu = entry.trim();
+    if (!/^\d+$/.test(cpu) || !Number.isSafeInteger(Number(cpu))) {
+      throw new UsageError(`${FLAGS.cpus} must be a comma-separated list of ${allowedValues("cpus")}, got ${JSON.stringify(raw)}`);
+    }
+    return Number(cpu);
   });
+}
+
+const PARSE_OPTIONS = {
+  backend: { type: "string" },
+  host: { type: "string" },
+  port: { type: "string" },
+  threads: { type: "string" },
+  cpu: { type: "string" },
+  "buffer-size": { type: "string" },
+  buffers: { type: "string" },
+  "max-connections": { type: "string" },
+  "max-pending": { type: "string" },
+  backlog: { type: "string" },
+  "drain-ms": { type: "string" },
+  "idle-timeout": { type: "string" },
+  sqpoll: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+const ALL_FLAGS = Object.keys(PARSE_OPTIONS).map((name) => `--${name}`);
+
+/** `--port -1` means the value -1, as `--port=-1` does: parseArgs would call it ambiguous. */
+function joinDashValues(argv: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const name = arg.startsWith("--") && !arg.includes("=") ? arg.slice(2) : "";
+    const spec = PARSE_OPTIONS[name as keyof typeof PARSE_OPTIONS];
+    const next = argv[i + 1];
+    if (spec?.type === "string" && next !== undefined && /^-[^-h]/.test(next)) {
+      out.push(`${arg}=${next}`);
+      i++;
+    } else {
+      out.push(arg);
+    }
+  }
+  return out;
+}
+
+/** parseArgs' own errors span lines and quote oddly: one line naming the flag instead. */
+function parseArgsMessage(e: Error & { code?: string }): string | undefined {
+  if (typeof e.code !== "string" || !e.code.startsWith("ERR_PARSE_ARGS_")) return undefined;
+  const flag = /'(-[^' ]+)/.exec(e.message)?.[1] ?? "a flag";
+  if (e.code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") return `unknown flag ${flag}; flags are ${ALL_FLAGS.join(", ")}`;
+  if (/does not take an argument/.test(e.message)) return `${flag} takes no value`;
+  if (e.code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE") return `${flag} needs a value`;
+  return e.message.split("\n")[0];
+}
+
+function parse(argv: string[]): ServeOptions {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: joinDashValues(argv), strict: true, allowPositionals: true, options: PARSE_OPTIONS });
+  } catch (e) {
+    const message = parseArgsMessage(e as Error);
+    throw message === undefined ? e : new UsageError(message);
+  }
+  const { values, positionals } = parsed;
   if (values.help) {
     process.stdout.write(USAGE);
     process.exit(0);
@@ -89,19 +137,16 @@ function parse(argv: string[]): ServeOptions {
   };
   put("backend", values.backend);
   put("host", values.host);
-  put("port", integerFlag("--port", values.port));
-  put("threads", integerFlag("--threads", values.threads));
-  put(
-    "cpus",
-    values.cpu === undefined ? undefined : values.cpu.split(",").map((c) => integerFlag("--cpu", c.trim())),
-  );
-  put("bufferSize", integerFlag("--buffer-size", values["buffer-size"]));
-  put("bufferCount", integerFlag("--buffers", values.buffers));
-  put("maxConnections", integerFlag("--max-connections", values["max-connections"]));
-  put("maxPendingBytes", integerFlag("--max-pending", values["max-pending"]));
-  put("backlog", integerFlag("--backlog", values.backlog));
-  put("drainMs", integerFlag("--drain-ms", values["drain-ms"]));
-  put("idleTimeoutMs", integerFlag("--idle-timeout", values["idle-timeout"]));
+  put("port", integerFlag("port", values.port));
+  put("threads", integerFlag("threads", values.threads));
+  put("cpus", cpuListFlag(values.cpu));
+  put("bufferSize", integerFlag("bufferSize", values["buffer-size"]));
+  put("bufferCount", integerFlag("bufferCount", values.buffers));
+  put("maxConnections", integerFlag("maxConnections", values["max-connections"]));
+  put("maxPendingBytes", integerFlag("maxPendingBytes", values["max-pending"]));
+  put("backlog", integerFlag("backlog", values.backlog));
+  put("drainMs", integerFlag("drainMs", values["drain-ms"]));
+  put("idleTimeoutMs", integerFlag("idleTimeoutMs", values["idle-timeout"]));
   put("sqpoll", values.sqpoll);
   resolveOptions(opts, FLAGS); // every check, with flag names, before anything starts
   return opts as ServeOptions;

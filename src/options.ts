@@ -57,6 +57,8 @@ export const DEFAULTS = {
   sqpoll: false,
 } as const;
 
+type IntegerRange = { min: number; max: number; powerOfTwo?: boolean };
+
 /** Integer options: allowed range, and whether the value must be a power of two. */
 const INTEGER_RANGES = {
   port: { min: 0, max: 65535 },
@@ -68,9 +70,9 @@ const INTEGER_RANGES = {
   backlog: { min: 1, max: 65535 },
   drainMs: { min: 0, max: 3_600_000 },
   idleTimeoutMs: { min: 0, max: 86_400_000 },
-} as const satisfies Record<string, { min: number; max: number; powerOfTwo?: boolean }>;
+} as const satisfies Record<string, IntegerRange>;
 
-type IntegerOption = keyof typeof INTEGER_RANGES;
+export type IntegerOption = keyof typeof INTEGER_RANGES;
 const OPTION_NAMES = [...Object.keys(INTEGER_RANGES), "backend", "host", "cpus", "sqpoll"] as const;
 
 /** How an option is called in messages: the API name, or a CLI flag. */
@@ -84,10 +86,18 @@ function show(value: unknown): string {
   return String(value);
 }
 
-function checkInteger(label: string, value: unknown, range: { min: number; max: number; powerOfTwo?: boolean }): number {
-  const allowed = range.powerOfTwo
-    ? `a power of two from ${range.min} to ${range.max}`
-    : `an integer from ${range.min} to ${range.max}`;
+function describeRange(range: IntegerRange): string {
+  return range.powerOfTwo ? `a power of two from ${range.min} to ${range.max}` : `an integer from ${range.min} to ${range.max}`;
+}
+
+/** What an integer option accepts, in words ("an integer from 0 to 65535"); for cpus, one entry. */
+export function allowedValues(key: IntegerOption | "cpus"): string {
+  if (key === "cpus") return `CPU numbers from 0 to ${availableParallelism() - 1}`;
+  return describeRange(INTEGER_RANGES[key]);
+}
+
+function checkInteger(label: string, value: unknown, range: IntegerRange): number {
+  const allowed = describeRange(range);
   if (typeof value !== "number") {
     throw new TypeError(`bunring: ${label} must be ${allowed}, got ${show(value)} (${typeof value})`);
   }
@@ -140,19 +150,19 @@ export function resolveOptions(options: unknown, labels: Labels = {}): ResolvedO
   const integer = (key: IntegerOption): number =>
     o[key] === undefined ? DEFAULTS[key] : checkInteger(label(key), o[key], INTEGER_RANGES[key]);
 
-  const backend = o.backend ?? DEFAULTS.backend;
+  const backend = o.backend === undefined ? DEFAULTS.backend : o.backend;
   if (backend !== "uring" && backend !== "epoll" && backend !== "auto") {
     throw new (typeof backend === "string" ? RangeError : TypeError)(
       `bunring: ${label("backend")} must be "uring", "epoll" or "auto", got ${show(backend)}`,
     );
   }
-  const host = normalizeHost(label("host"), o.host ?? DEFAULTS.host);
+  const host = normalizeHost(label("host"), o.host === undefined ? DEFAULTS.host : o.host);
   const threads = integer("threads");
   const maxConnections = integer("maxConnections");
   if (maxConnections < threads) {
     throw new RangeError(`bunring: ${label("maxConnections")} (${maxConnections}) must be at least ${label("threads")} (${threads})`);
   }
-  const sqpoll = o.sqpoll ?? DEFAULTS.sqpoll;
+  const sqpoll = o.sqpoll === undefined ? DEFAULTS.sqpoll : o.sqpoll;
   if (typeof sqpoll !== "boolean") {
     throw new TypeError(`bunring: ${label("sqpoll")} must be true or false, got ${show(sqpoll)}`);
   }
