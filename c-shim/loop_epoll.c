@@ -20,6 +20,7 @@
 
 #define MAX_EVENTS 256
 #define SCRATCH_BYTES 65536u
+#define DISCARD_CLOCK_READS 16u /* while discarding on stop, look at the clock this often */
 #define ACCEPT_RETRY_MS 50u
 #define IOV_MAX_BATCH 64
 #define TAG_LISTEN UINT64_MAX
@@ -138,13 +139,16 @@ static bool flush_queue(struct loop *l, struct conn *c)
 }
 
 /* Stopping, after the echo was handed to the kernel: read and drop input until the peer's EOF (which
- * closes the connection) or EAGAIN. false: connection closed. */
+ * closes the connection) or EAGAIN. A peer that keeps sending would keep this going, so past the
+ * drain deadline it stops early: the loop then closes every connection. false: connection closed. */
 static bool discard_input(struct loop *l, struct conn *c)
 {
-    for (;;) {
+    for (uint32_t reads = 1;; reads++) {
         ssize_t n = recv(c->fd, l->scratch, l->scratch_size, 0);
         if (n > 0) {
             stat_add(l, BUNRING_STAT_BYTES_DISCARDED, (uint64_t)n);
+            if (reads % DISCARD_CLOCK_READS == 0 && (int32_t)(loop_clock_ms() - l->drain_deadline) >= 0)
+                return true;
             continue;
         }
         if (n < 0 && errno == EINTR)
