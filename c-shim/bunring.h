@@ -191,7 +191,8 @@ BUNRING_API void bunring_server_free(bunring_server *srv);
 /*
  * The benchmark client: rust_echo_bench's workload (N connections; each sends `length` bytes, reads
  * exactly `length` bytes back, compares them byte for byte, repeats) on worker threads the shim
- * creates, each with its own epoll and optionally pinned to a CPU. Phases: connect (bounded by a
+ * creates, each with its own io_uring (epoll where the ring cannot be set up, or when asked) and
+ * optionally pinned to a CPU. Phases: connect (bounded by a
  * timeout) -> warm-up -> measured interval -> drain. Only round trips completed inside the measured
  * interval count, divided by its exact length. When server_pid is set, the server's CPU time is
  * sampled at the two edges of that interval, so CPU per request covers exactly the requests counted.
@@ -214,10 +215,13 @@ struct bunring_loadgen_config {
     uint32_t duration_ms;        /* the measured interval, 1..MAX_DURATION_MS (the hard cap) */
     uint32_t connect_timeout_ms; /* connects not done by then count as connect errors, 1..MAX */
     int32_t server_pid;          /* > 0: sample this process's CPU time at the interval edges; 0 = no */
-    uint32_t flags;              /* reserved, must be 0 */
+    uint32_t flags;              /* BUNRING_LOADGEN_FLAG_* */
     uint32_t cpu_count;          /* entries used in cpus[]; 0 = no pinning */
     int32_t cpus[BUNRING_MAX_CPUS]; /* worker i runs on cpus[i % cpu_count] */
 };
+
+/* Traffic on epoll even where io_uring works (to compare the two, or to rule the ring out). */
+#define BUNRING_LOADGEN_FLAG_EPOLL 1u
 
 enum bunring_loadgen_phase {
     BUNRING_LOADGEN_CONNECTING = 0,
@@ -266,6 +270,8 @@ struct bunring_loadgen_result {
     uint64_t ticks_per_sec;   /* sysconf(_SC_CLK_TCK) */
     int64_t client_cpu_ns;    /* the workers' CPU over the interval (thread CPU clocks); -1 = unavailable */
     uint64_t edge_skew_ns;    /* how late the CPU samples were taken after the interval edges (max) */
+    uint32_t uring_workers;   /* workers whose traffic ran on io_uring (the rest used epoll) */
+    uint32_t workers;
     char message[256];        /* why status != 0, or a note such as the first connect error */
 };
 

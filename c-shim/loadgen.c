@@ -23,7 +23,7 @@
  * allocated per request. No exit/abort: start() returns -errno plus a message; the run reports its
  * status and message in the result.
  */
-#include "bunring.h"
+#include "loadgen_internal.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -45,16 +45,6 @@
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
-
-#define NS_PER_MS 1000000ull
-#define NS_PER_S 1000000000ull
-#define HEADER_LEN 16u          /* per-message header: index, counter, hash */
-#define PATTERN_SPAN 4096u      /* body offsets vary over this many bytes of the random block */
-#define SCRATCH_LEN (64u << 10) /* receive scratch per worker */
-#define EVENTS_MAX 256
-#define CONNECT_WINDOW 128u     /* connects in flight per worker: keeps the server's backlog from overflowing */
-#define WAIT_SLICE_MS 100       /* every wait is at most this long, so stop() is seen promptly */
-#define DRAIN_NS (1000ull * NS_PER_MS)
 
 /* ---- latency histogram: values in ns; exact below 256 ns, then 128 sub-buckets per octave ---- */
 #define HIST_SUB_BITS 7u
@@ -104,92 +94,6 @@ static uint64_t hist_quantile(const uint64_t *hist, uint64_t total, double q, ui
     return max;
 }
 
-/* ---- state ---- */
-
-enum conn_state { CONN_CLOSED = 0, CONN_CONNECTING, CONN_OPEN };
-
-struct conn {
-    int fd;
-    uint8_t state;      /* enum conn_state */
-    uint8_t want_out;   /* EPOLLOUT is armed: the message is partly written */
-    uint8_t pad[2];
-    uint32_t index;     /* global connection index */
-    uint32_t counter;   /* round number */
-    uint32_t sent;      /* bytes of the current message written */
-    uint32_t received;  /* bytes of the current message read back and verified */
-    uint32_t body_off;  /* offset of this message's body in the worker's pattern block */
-    uint64_t started_ns;
-    uint8_t header[HEADER_LEN];
-};
-
-/* Counters a worker owns (plain: only it writes them; the runner reads them after joining). */
-struct counts {
-    uint64_t established, connect_errors, mismatches, short_reads, io_errors;
-    uint64_t requests, responses, responses_total, bytes_verified;
-    uint64_t lat_sum, lat_min, lat_max;
-};
-
-/* What progress() may read while the worker runs: copies of some counts, stored relaxed. */
-struct published {
-    _Atomic uint64_t established, connect_errors, errors, responses_total, responses;
-};
-
-struct bunring_loadgen;
-
-struct worker {
-    struct bunring_loadgen *lg;
-    uint32_t id;
-    pthread_t thread;
-    bool thread_started;
-    int epfd;
-    struct conn *conns;
-    uint32_t nconns;
-    uint32_t live;          /* connections open or connecting */
-    int first_connect_errno;
-    int fatal_errno;        /* epoll failure: the worker gave up */
-    uint8_t *pattern;       /* length + PATTERN_SPAN random bytes */
-    uint8_t *scratch;
-    uint64_t *hist;         /* HIST_BUCKETS */
-    struct counts c;
-    struct epoll_event events[EVENTS_MAX];
-    _Alignas(64) struct published pub;
-};
-
-struct bunring_loadgen {
-    struct sockaddr_storage addr;
-    socklen_t addrlen;
-    uint32_t length;
-    uint32_t hdr_len;       /* min(HEADER_LEN, length) */
-    uint32_t connect_timeout_ms;
-    uint64_t warmup_ns, duration_ns;
-    int32_t server_pid;
-    bool have_server_clock;
-    clockid_t server_clock;
-    cpu_set_t client_cpus;  /* the runner's affinity: the workers' cpus */
-    bool pinned;
-
-    struct worker *workers;
-    uint32_t nworkers;
-    pthread_t runner;
-    bool runner_started;
-
-    pthread_mutex_t mu;     /* guards connected_workers, go, abort_run, released */
-    pthread_cond_t cond;
-    uint32_t connected_workers;
-    bool go, abort_run;
-    bool released;          /* the runner has taken its last sample: workers may exit */
-
-    _Atomic uint32_t phase;
-    _Atomic uint32_t done;
-    _Atomic uint32_t stop;
-    _Atomic uint32_t idle_workers; /* workers whose traffic has ended (all connections closed) */
-    _Atomic uint64_t start_ns, end_ns; /* the measured interval, published before go */
-    uint64_t begin_ns;                 /* start() time */
-
-    uint64_t *hist;                    /* merged */
-    struct bunring_loadgen_result result;
-};
-
 static void lg_error(struct bunring_error *err, int code, const char *fmt, ...)
 {
     if (!err)
@@ -201,13 +105,6 @@ static void lg_error(struct bunring_error *err, int code, const char *fmt, ...)
     va_end(ap);
 }
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * NS_PER_S + (uint64_t)ts.tv_nsec;
-}
-
 static uint64_t mix64(uint64_t x)
 {
     x += 0x9e3779b97f4a7c15ull;
@@ -216,12 +113,7 @@ static uint64_t mix64(uint64_t x)
     return x ^ (x >> 31);
 }
 
-static bool stopping(const struct bunring_loadgen *lg)
-{
-    return atomic_load_explicit(&lg->stop, memory_order_relaxed) != 0;
-}
-
-static void publish(struct worker *w)
+void lg_publish(struct worker *w)
 {
     atomic_store_explicit(&w->pub.established, w->c.established, memory_order_relaxed);
     atomic_store_explicit(&w->pub.connect_errors, w->c.connect_errors, memory_order_relaxed);
@@ -233,7 +125,7 @@ static void publish(struct worker *w)
 
 /* ---- one connection ---- */
 
-static void conn_close(struct worker *w, struct conn *c)
+void lg_conn_close(struct worker *w, struct conn *c)
 {
     if (c->state == CONN_CLOSED)
         return;
@@ -250,7 +142,7 @@ static int conn_watch(struct worker *w, struct conn *c, int op, uint32_t events)
 }
 
 /* Prepares round c->counter: header bytes and body offset. */
-static void message_begin(struct conn *c, uint64_t t)
+void lg_message_begin(struct conn *c, uint64_t t)
 {
     uint64_t hash = mix64(((uint64_t)c->index << 32) | c->counter);
     memcpy(c->header, &c->index, 4);
@@ -263,7 +155,7 @@ static void message_begin(struct conn *c, uint64_t t)
 }
 
 /* Do `n` bytes received at message offset `at` equal what was sent there? */
-static bool chunk_matches(const struct worker *w, const struct conn *c, uint32_t at, const uint8_t *got, uint32_t n)
+bool lg_chunk_matches(const struct worker *w, const struct conn *c, uint32_t at, const uint8_t *got, uint32_t n)
 {
     uint32_t hl = w->lg->hdr_len;
     if (at < hl) {
@@ -275,12 +167,6 @@ static bool chunk_matches(const struct worker *w, const struct conn *c, uint32_t
         n -= k;
     }
     return n == 0 || memcmp(got, w->pattern + c->body_off + (at - hl), n) == 0;
-}
-
-static bool in_interval(const struct bunring_loadgen *lg, uint64_t t)
-{
-    return t >= atomic_load_explicit(&lg->start_ns, memory_order_relaxed) &&
-           t < atomic_load_explicit(&lg->end_ns, memory_order_relaxed);
 }
 
 /* Writes what is left of the current message. t: a timestamp to count the request by, or 0 to read
@@ -309,7 +195,7 @@ static bool conn_send(struct worker *w, struct conn *c, uint64_t t)
             if (!c->want_out) {
                 if (conn_watch(w, c, EPOLL_CTL_MOD, EPOLLIN | EPOLLOUT) != 0) {
                     w->c.io_errors++;
-                    conn_close(w, c);
+                    lg_conn_close(w, c);
                     return false;
                 }
                 c->want_out = 1;
@@ -317,13 +203,13 @@ static bool conn_send(struct worker *w, struct conn *c, uint64_t t)
             return true;
         }
         w->c.io_errors++;
-        conn_close(w, c);
+        lg_conn_close(w, c);
         return false;
     }
     if (c->want_out) {
         if (conn_watch(w, c, EPOLL_CTL_MOD, EPOLLIN) != 0) {
             w->c.io_errors++;
-            conn_close(w, c);
+            lg_conn_close(w, c);
             return false;
         }
         c->want_out = 0;
@@ -333,12 +219,11 @@ static bool conn_send(struct worker *w, struct conn *c, uint64_t t)
     return true;
 }
 
-/* The whole echo is back: account for the round trip, then start the next one (or, once the
- * interval is over, close the connection cleanly: nothing is left unread, so no reset). */
-static void round_trip_done(struct worker *w, struct conn *c)
+/* The whole echo is back at time t: counts the round trip. True: start the next one; false: the
+ * interval is over (or the run stopped), so close the connection cleanly: nothing is left unread. */
+bool lg_round_trip_counted(struct worker *w, struct conn *c, uint64_t t)
 {
     struct bunring_loadgen *lg = w->lg;
-    uint64_t t = now_ns();
     uint64_t lat = t - c->started_ns;
     w->c.responses_total++;
     if (in_interval(lg, t)) {
@@ -350,12 +235,18 @@ static void round_trip_done(struct worker *w, struct conn *c)
         if (lat > w->c.lat_max)
             w->c.lat_max = lat;
     }
-    if (t >= atomic_load_explicit(&lg->end_ns, memory_order_relaxed) || stopping(lg)) {
-        conn_close(w, c);
+    return t < atomic_load_explicit(&lg->end_ns, memory_order_relaxed) && !stopping(lg);
+}
+
+static void round_trip_done(struct worker *w, struct conn *c)
+{
+    uint64_t t = now_ns();
+    if (!lg_round_trip_counted(w, c, t)) {
+        lg_conn_close(w, c);
         return;
     }
     c->counter++;
-    message_begin(c, t);
+    lg_message_begin(c, t);
     conn_send(w, c, t);
 }
 
@@ -368,9 +259,9 @@ static void conn_readable(struct worker *w, struct conn *c)
         ssize_t r = recv(c->fd, w->scratch, ask, MSG_DONTWAIT);
         if (r > 0) {
             uint32_t n = (uint32_t)r;
-            if (c->received + n > c->sent || !chunk_matches(w, c, c->received, w->scratch, n)) {
+            if (c->received + n > c->sent || !lg_chunk_matches(w, c, c->received, w->scratch, n)) {
                 w->c.mismatches++;
-                conn_close(w, c);
+                lg_conn_close(w, c);
                 return;
             }
             c->received += n;
@@ -385,7 +276,7 @@ static void conn_readable(struct worker *w, struct conn *c)
         }
         if (r == 0) {
             w->c.short_reads++;
-            conn_close(w, c);
+            lg_conn_close(w, c);
             return;
         }
         if (errno == EINTR)
@@ -393,7 +284,7 @@ static void conn_readable(struct worker *w, struct conn *c)
         if (errno == EAGAIN || errno == EWOULDBLOCK)
             return;
         w->c.io_errors++;
-        conn_close(w, c);
+        lg_conn_close(w, c);
         return;
     }
 }
@@ -403,7 +294,7 @@ static void conn_readable(struct worker *w, struct conn *c)
 static void connect_failed(struct worker *w, struct conn *c, int e)
 {
     if (c->state != CONN_CLOSED)
-        conn_close(w, c);
+        lg_conn_close(w, c);
     w->c.connect_errors++;
     if (!w->first_connect_errno)
         w->first_connect_errno = e;
@@ -429,7 +320,7 @@ static int conn_open(struct worker *w, struct conn *c)
     w->live++;
     if (conn_watch(w, c, EPOLL_CTL_ADD, rc == 0 ? EPOLLIN : EPOLLOUT) != 0) {
         int e = errno;
-        conn_close(w, c);
+        lg_conn_close(w, c);
         return -e;
     }
     return rc == 0 ? 1 : 0;
@@ -469,7 +360,7 @@ static void connect_phase(struct worker *w)
             else
                 inflight++;
         }
-        publish(w);
+        lg_publish(w);
         if (inflight == 0 && next == w->nconns)
             return;
         uint64_t t = now_ns();
@@ -495,7 +386,7 @@ static void connect_phase(struct worker *w)
         if (c->state == CONN_CONNECTING || (i >= next && c->state == CONN_CLOSED))
             connect_failed(w, c, ETIMEDOUT);
     }
-    publish(w);
+    lg_publish(w);
 }
 
 /* Runs round trips until the interval ends, then lets in-flight echoes finish for up to DRAIN_NS. */
@@ -508,7 +399,7 @@ static void traffic_phase(struct worker *w)
         struct conn *c = &w->conns[i];
         if (c->state != CONN_OPEN)
             continue;
-        message_begin(c, t0);
+        lg_message_begin(c, t0);
         conn_send(w, c, t0);
     }
     while (!stopping(lg) && w->live > 0) {
@@ -534,7 +425,7 @@ static void traffic_phase(struct worker *w)
             if (c->state == CONN_OPEN && c->want_out && (ev & EPOLLOUT))
                 conn_send(w, c, 0);
         }
-        publish(w);
+        lg_publish(w);
     }
 }
 
@@ -555,6 +446,8 @@ static void *worker_main(void *arg)
 {
     struct worker *w = arg;
     struct bunring_loadgen *lg = w->lg;
+    /* The ring is created here, not in start(): SINGLE_ISSUER | DEFER_TASKRUN tie it to this thread. */
+    w->on_uring = w->uring && lg_uring_setup(w) == 0;
     connect_phase(w);
 
     pthread_mutex_lock(&lg->mu);
@@ -565,11 +458,17 @@ static void *worker_main(void *arg)
     bool run = lg->go && !lg->abort_run;
     pthread_mutex_unlock(&lg->mu);
 
-    if (run && !stopping(lg))
-        traffic_phase(w);
+    if (run && !stopping(lg)) {
+        if (w->on_uring)
+            lg_uring_traffic(w);
+        else
+            traffic_phase(w);
+    }
+    if (w->on_uring)
+        lg_uring_finish(w);
     for (uint32_t i = 0; i < w->nconns; i++)
-        conn_close(w, &w->conns[i]);
-    publish(w);
+        lg_conn_close(w, &w->conns[i]);
+    lg_publish(w);
     atomic_fetch_add_explicit(&lg->idle_workers, 1, memory_order_release);
 
     /* Stay alive (idle) until the runner has read this thread's CPU clock at the interval's end. */
@@ -683,8 +582,10 @@ static void collect(struct bunring_loadgen *lg)
     struct bunring_loadgen_result *r = &lg->result;
     uint64_t lat_sum = 0, lat_min = UINT64_MAX, lat_max = 0;
     int first_connect_errno = 0, fatal = 0;
+    r->workers = lg->nworkers;
     for (uint32_t i = 0; i < lg->nworkers; i++) {
         const struct worker *w = &lg->workers[i];
+        r->uring_workers += w->on_uring;
         r->connections += (uint32_t)w->c.established;
         r->connect_errors += w->c.connect_errors;
         r->mismatches += w->c.mismatches;
@@ -716,7 +617,7 @@ static void collect(struct bunring_loadgen *lg)
         r->latency_p999_ns = hist_quantile(lg->hist, r->responses, 0.999, lat_max);
     }
     if (fatal)
-        result_message(lg, -fatal, "epoll_wait failed in a worker: %s", strerror(fatal));
+        result_message(lg, -fatal, "waiting for events failed in a worker: %s", strerror(fatal));
     else if (r->status == 0 && r->connect_errors > 0)
         result_message(lg, 0, "%llu of %llu connections failed; first error: %s",
                        (unsigned long long)r->connect_errors,
@@ -797,7 +698,7 @@ static void *runner_main(void *arg)
 
 _Static_assert(sizeof(struct bunring_loadgen_config) == 40 + 4 * BUNRING_MAX_CPUS, "config layout");
 _Static_assert(offsetof(struct bunring_loadgen_progress, end_ns) == 64, "progress layout");
-_Static_assert(offsetof(struct bunring_loadgen_result, message) == 184, "result layout");
+_Static_assert(offsetof(struct bunring_loadgen_result, message) == 192, "result layout");
 
 uint32_t bunring_loadgen_config_size(void) { return sizeof(struct bunring_loadgen_config); }
 uint32_t bunring_loadgen_progress_size(void) { return sizeof(struct bunring_loadgen_progress); }
@@ -830,8 +731,8 @@ static int check_config(const struct bunring_loadgen_config *cfg, const char *ho
                         BUNRING_LOADGEN_MAX_CONNECT_TIMEOUT_MS), -EINVAL;
     if (cfg->server_pid < 0)
         return lg_error(err, -EINVAL, "server pid %d is negative", cfg->server_pid), -EINVAL;
-    if (cfg->flags != 0)
-        return lg_error(err, -EINVAL, "flags %u: no flag is defined, pass 0", cfg->flags), -EINVAL;
+    if (cfg->flags & ~(uint32_t)BUNRING_LOADGEN_FLAG_EPOLL)
+        return lg_error(err, -EINVAL, "flags %u: only BUNRING_LOADGEN_FLAG_EPOLL (1) is defined", cfg->flags), -EINVAL;
     if (cfg->cpu_count > BUNRING_MAX_CPUS)
         return lg_error(err, -EINVAL, "cpus has %u entries, at most %u", cfg->cpu_count, BUNRING_MAX_CPUS), -EINVAL;
     cpu_set_t allowed;
@@ -886,6 +787,7 @@ static void release(struct bunring_loadgen *lg)
         free(w->pattern);
         free(w->scratch);
         free(w->hist);
+        lg_uring_free(w);
     }
     free(lg->workers);
     free(lg->hist);
@@ -932,6 +834,9 @@ static int setup_worker(struct bunring_loadgen *lg, const struct bunring_loadgen
     if (!w->conns || !w->pattern || !w->scratch || !w->hist)
         return lg_error(err, -ENOMEM, "out of memory for worker %u (%u connections, %u-byte messages)", i, w->nconns,
                         lg->length), -ENOMEM;
+    if (!(lg->flags & BUNRING_LOADGEN_FLAG_EPOLL) && lg_uring_alloc(w) != 0)
+        return lg_error(err, -ENOMEM, "out of memory for worker %u's io_uring buffers (%u connections, %u-byte messages)",
+                        i, w->nconns, lg->length), -ENOMEM;
     for (uint32_t k = 0; k < w->nconns; k++) {
         w->conns[k].fd = -1;
         w->conns[k].index = first + k;
@@ -982,6 +887,7 @@ bunring_loadgen *bunring_loadgen_start(const struct bunring_loadgen_config *cfg,
     lg->length = cfg->length;
     lg->hdr_len = cfg->length < HEADER_LEN ? cfg->length : HEADER_LEN;
     lg->connect_timeout_ms = cfg->connect_timeout_ms;
+    lg->flags = cfg->flags;
     lg->warmup_ns = (uint64_t)cfg->warmup_ms * NS_PER_MS;
     lg->duration_ns = (uint64_t)cfg->duration_ms * NS_PER_MS;
     lg->server_pid = cfg->server_pid;

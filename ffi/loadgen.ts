@@ -47,7 +47,7 @@ const PROGRESS = {
   size: 72,
 } as const;
 
-/** struct bunring_loadgen_result: i32 status, u32 connections, 22 u64/i64 fields, char message[256]. */
+/** struct bunring_loadgen_result: i32 status, u32 connections, 22 u64/i64 fields, two u32, char message[256]. */
 const RESULT = {
   status: 0,
   connections: 4,
@@ -73,9 +73,11 @@ const RESULT = {
   ticksPerSec: 160,
   clientCpuNs: 168,
   edgeSkewNs: 176,
-  message: 184,
+  uringWorkers: 184,
+  workers: 188,
+  message: 192,
   messageLength: 256,
-  size: 440,
+  size: 448,
 } as const;
 
 /** struct bunring_error: int32 code, char message[252]. */
@@ -123,7 +125,7 @@ export interface LoadgenOptions {
   connections: number;
   /** Bytes per message. */
   length: number;
-  /** Worker threads (each with its own epoll); at most one per connection. */
+  /** Worker threads (each with its own io_uring or epoll); at most one per connection. */
   threads: number;
   warmupMs: number;
   durationMs: number;
@@ -132,7 +134,14 @@ export interface LoadgenOptions {
   cpus: readonly number[];
   /** Sample this process's CPU time at the edges of the measured interval. */
   serverPid?: number;
+  /** "uring" (default): io_uring where the kernel allows, else epoll; "epoll": epoll always. */
+  io?: LoadgenIo;
 }
+
+export type LoadgenIo = "uring" | "epoll";
+
+/** Flag bits of struct bunring_loadgen_config. */
+const FLAG_EPOLL = 1;
 
 export type LoadgenPhase = "connecting" | "warmup" | "measuring" | "draining" | "done";
 const PHASES: readonly LoadgenPhase[] = ["connecting", "warmup", "measuring", "draining", "done"];
@@ -179,6 +188,8 @@ export interface LoadgenResult {
   clientCpuUs: number | null;
   /** How late the CPU samples were taken after the interval edges, µs. */
   edgeSkewUs: number;
+  /** What the workers' traffic ran on: "io_uring", "epoll", or "io_uring+epoll" if some fell back. */
+  io: string;
 }
 
 export interface LoadgenHandle {
@@ -204,7 +215,7 @@ function encodeConfig(o: LoadgenOptions): Uint8Array {
   u32(CONFIG.durationMs, o.durationMs);
   u32(CONFIG.connectTimeoutMs, o.connectTimeoutMs);
   view.setInt32(CONFIG.serverPid, o.serverPid ?? 0, true);
-  u32(CONFIG.flags, 0);
+  u32(CONFIG.flags, o.io === "epoll" ? FLAG_EPOLL : 0);
   const cpus = o.cpus.slice(0, LOADGEN_LIMITS.maxCpus);
   u32(CONFIG.cpuCount, cpus.length);
   cpus.forEach((cpu, i) => view.setInt32(CONFIG.cpus + 4 * i, cpu, true));
@@ -225,6 +236,8 @@ function decodeResult(bytes: Uint8Array): LoadgenResult {
   const clientNs = i64(RESULT.clientCpuNs);
   const requests = u64(RESULT.requests);
   const responses = u64(RESULT.responses);
+  const uringWorkers = view.getUint32(RESULT.uringWorkers, true);
+  const workers = view.getUint32(RESULT.workers, true);
   return {
     status: view.getInt32(RESULT.status, true),
     message: cStringAt(bytes, RESULT.message, RESULT.messageLength),
@@ -254,6 +267,7 @@ function decodeResult(bytes: Uint8Array): LoadgenResult {
     serverCpuUsFromTicks: fromTicks,
     clientCpuUs: clientNs >= 0 ? clientNs / 1000 : null,
     edgeSkewUs: u64(RESULT.edgeSkewNs) / 1000,
+    io: uringWorkers === 0 ? "epoll" : uringWorkers === workers ? "io_uring" : "io_uring+epoll",
   };
 }
 

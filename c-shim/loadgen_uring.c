@@ -1,0 +1,371 @@
+/*
+ * loadgen_uring.c — the load generator's io_uring traffic phase: the same workload, verification and
+ * accounting as the epoll phase in loadgen.c, with far fewer system calls. One io_uring_enter per
+ * loop iteration submits every send and reaps every completion; with epoll each round trip costs a
+ * send and a recv call of its own, and on a 2-core machine the client's system calls, not the
+ * server, set the ceiling of what can be measured.
+ *
+ * Per connection: one multishot recv selecting buffers from a provided-buffer ring (each echo chunk
+ * is verified in place and its buffer goes back to the ring at once), and at most one sendmsg in
+ * flight (header + pattern slice as two iovecs; a short send re-sends the rest). The next message
+ * starts when its echo is complete and its send has completed. Connections were opened (and are
+ * closed) as in loadgen.c; closing shuts the socket down first, because the armed recv holds a
+ * reference that would otherwise keep it open.
+ *
+ * The ring is created on the worker thread (SINGLE_ISSUER | DEFER_TASKRUN tie it to the task that
+ * submits); every buffer is allocated in start(). If the ring or the buffer ring cannot be set up,
+ * the worker runs on epoll instead and the result says how many workers used io_uring.
+ */
+#include "loadgen_internal.h"
+
+#include <errno.h>
+#include <liburing.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define BUF_GROUP 0
+#define SQ_ENTRIES 1024u
+#define CQE_BATCH 512u
+#define BUF_SIZE_MAX (64u << 10)
+#define BUF_COUNT_MIN 64u
+#define BUF_COUNT_MAX 32768u          /* the kernel's limit for one buffer ring */
+#define POOL_BYTES_MAX (64u << 20)    /* receive buffers per worker, at most */
+
+/*
+ * user_data of the load generator's operations: bits 0..7 the operation, bits 8..39 the connection's
+ * index in its worker. Connections are never reopened, so no generation is needed: a completion for
+ * a connection that was closed meanwhile only gives its buffer back.
+ */
+enum lg_op { LG_OP_SEND = 1, LG_OP_RECV = 2 };
+
+static uint64_t ud_pack(enum lg_op op, uint32_t conn) { return (uint64_t)op | ((uint64_t)conn << 8); }
+static enum lg_op ud_op(uint64_t ud) { return (enum lg_op)(ud & 0xffu); }
+static uint32_t ud_conn(uint64_t ud) { return (uint32_t)(ud >> 8); }
+
+struct uconn {
+    struct msghdr msg;    /* read by the kernel while the send is in flight */
+    struct iovec iov[2];
+    bool recv_armed;
+    bool send_inflight;
+    bool starved;         /* its recv ended with ENOBUFS: re-armed once buffers are back */
+};
+
+struct lg_uring {
+    struct io_uring ring;
+    bool ring_ready;
+    struct io_uring_buf_ring *br;
+    uint8_t *bufs;
+    uint32_t buf_size, buf_count;
+    uint32_t returned;    /* buffers added to the ring since the last advance */
+    struct uconn *uc;     /* one per connection of the worker */
+    uint32_t *starved;    /* indices of starved connections */
+    uint32_t nstarved;
+};
+
+static uint32_t pow2_at_least(uint32_t v)
+{
+    uint32_t p = 1;
+    while (p < v)
+        p <<= 1;
+    return p;
+}
+
+int lg_uring_alloc(struct worker *w)
+{
+    struct lg_uring *u = calloc(1, sizeof *u);
+    if (!u)
+        return -ENOMEM;
+    w->uring = u;
+    /* One buffer holds a whole message when it can; two per connection keep ENOBUFS rare. */
+    uint32_t size = (w->lg->length + 63u) & ~63u;
+    u->buf_size = size > BUF_SIZE_MAX ? BUF_SIZE_MAX : size;
+    uint32_t count = pow2_at_least(2u * w->nconns);
+    count = count < BUF_COUNT_MIN ? BUF_COUNT_MIN : (count > BUF_COUNT_MAX ? BUF_COUNT_MAX : count);
+    while (count > BUF_COUNT_MIN && (uint64_t)count * u->buf_size > POOL_BYTES_MAX)
+        count >>= 1;
+    u->buf_count = count;
+    if (posix_memalign((void **)&u->br, 4096, (size_t)count * sizeof(struct io_uring_buf)) != 0)
+        u->br = NULL;
+    u->bufs = malloc((size_t)count * u->buf_size);
+    u->uc = calloc(w->nconns, sizeof *u->uc);
+    u->starved = malloc((size_t)w->nconns * sizeof *u->starved);
+    return u->br && u->bufs && u->uc && u->starved ? 0 : -ENOMEM;
+}
+
+void lg_uring_free(struct worker *w)
+{
+    struct lg_uring *u = w->uring;
+    if (!u)
+        return;
+    free(u->br);
+    free(u->bufs);
+    free(u->uc);
+    free(u->starved);
+    free(u);
+    w->uring = NULL;
+}
+
+static void give_buffer(struct lg_uring *u, uint16_t bid)
+{
+    io_uring_buf_ring_add(u->br, u->bufs + (size_t)bid * u->buf_size, u->buf_size, bid,
+                          io_uring_buf_ring_mask(u->buf_count), (int)u->returned);
+    u->returned++;
+}
+
+int lg_uring_setup(struct worker *w)
+{
+    struct lg_uring *u = w->uring;
+    uint32_t cq = pow2_at_least(4u * w->nconns);
+    const unsigned tries[3] = {
+        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+        IORING_SETUP_COOP_TASKRUN,
+        0,
+    };
+    int rc = -ENOSYS;
+    for (int i = 0; i < 3 && !u->ring_ready; i++) {
+        struct io_uring_params p;
+        memset(&p, 0, sizeof p);
+        p.flags = tries[i] | IORING_SETUP_CQSIZE;
+        p.cq_entries = cq < 4096u ? 4096u : (cq > 65536u ? 65536u : cq);
+        rc = io_uring_queue_init_params(SQ_ENTRIES, &u->ring, &p);
+        u->ring_ready = rc == 0;
+    }
+    if (!u->ring_ready)
+        return rc;
+    struct io_uring_buf_reg reg;
+    memset(&reg, 0, sizeof reg);
+    reg.ring_addr = (uint64_t)(uintptr_t)u->br;
+    reg.ring_entries = u->buf_count;
+    reg.bgid = BUF_GROUP;
+    rc = io_uring_register_buf_ring(&u->ring, &reg, 0);
+    if (rc != 0) {
+        io_uring_queue_exit(&u->ring);
+        u->ring_ready = false;
+        return rc;
+    }
+    io_uring_buf_ring_init(u->br);
+    for (uint32_t i = 0; i < u->buf_count; i++)
+        give_buffer(u, (uint16_t)i);
+    io_uring_buf_ring_advance(u->br, (int)u->returned);
+    u->returned = 0;
+    return 0;
+}
+
+static struct io_uring_sqe *get_sqe(struct lg_uring *u)
+{
+    struct io_uring_sqe *sqe;
+    while (!(sqe = io_uring_get_sqe(&u->ring)))
+        io_uring_submit(&u->ring); /* the SQ is full: hand it to the kernel and take a fresh entry */
+    return sqe;
+}
+
+static void arm_recv(struct worker *w, uint32_t idx)
+{
+    struct lg_uring *u = w->uring;
+    struct io_uring_sqe *sqe = get_sqe(u);
+    io_uring_prep_recv_multishot(sqe, w->conns[idx].fd, NULL, 0, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = BUF_GROUP;
+    io_uring_sqe_set_data64(sqe, ud_pack(LG_OP_RECV, idx));
+    u->uc[idx].recv_armed = true;
+}
+
+/* Sends what is left of the current message (c->sent bytes are already out). */
+static void send_rest(struct worker *w, uint32_t idx)
+{
+    const struct bunring_loadgen *lg = w->lg;
+    struct lg_uring *u = w->uring;
+    struct conn *c = &w->conns[idx];
+    struct uconn *uc = &u->uc[idx];
+    uint32_t len = lg->length, hl = lg->hdr_len;
+    size_t n = 0;
+    if (c->sent < hl)
+        uc->iov[n++] = (struct iovec){.iov_base = c->header + c->sent, .iov_len = hl - c->sent};
+    uint32_t body_at = c->sent > hl ? c->sent - hl : 0;
+    if (len > hl)
+        uc->iov[n++] = (struct iovec){.iov_base = w->pattern + c->body_off + body_at, .iov_len = len - hl - body_at};
+    memset(&uc->msg, 0, sizeof uc->msg);
+    uc->msg.msg_iov = uc->iov;
+    uc->msg.msg_iovlen = n;
+    struct io_uring_sqe *sqe = get_sqe(u);
+    io_uring_prep_sendmsg(sqe, c->fd, &uc->msg, MSG_NOSIGNAL | MSG_WAITALL);
+    io_uring_sqe_set_data64(sqe, ud_pack(LG_OP_SEND, idx));
+    uc->send_inflight = true;
+}
+
+static void close_conn(struct worker *w, struct conn *c)
+{
+    if (c->state == CONN_CLOSED)
+        return;
+    shutdown(c->fd, SHUT_RDWR); /* ends the armed recv, which holds the socket open past close() */
+    lg_conn_close(w, c);
+}
+
+/* Both halves of the round trip are done: count it, then the next message or a clean close. */
+static void round_trip_done(struct worker *w, uint32_t idx)
+{
+    struct conn *c = &w->conns[idx];
+    uint64_t t = now_ns();
+    if (!lg_round_trip_counted(w, c, t)) {
+        close_conn(w, c);
+        return;
+    }
+    c->counter++;
+    lg_message_begin(c, t);
+    send_rest(w, idx);
+}
+
+static void on_send(struct worker *w, uint32_t idx, int res)
+{
+    struct conn *c = &w->conns[idx];
+    w->uring->uc[idx].send_inflight = false;
+    if (c->state != CONN_OPEN)
+        return;
+    if (res < 0) {
+        w->c.io_errors++;
+        close_conn(w, c);
+        return;
+    }
+    c->sent += (uint32_t)res;
+    if (c->sent < w->lg->length) {
+        send_rest(w, idx);
+        return;
+    }
+    if (in_interval(w->lg, now_ns()))
+        w->c.requests++;
+    if (c->received == w->lg->length)
+        round_trip_done(w, idx);
+}
+
+/* n echoed bytes: they must be the next bytes of the message (there can be no more than it holds). */
+static void on_echo(struct worker *w, uint32_t idx, const uint8_t *data, uint32_t n)
+{
+    struct conn *c = &w->conns[idx];
+    uint32_t len = w->lg->length;
+    if (c->received + n > len || !lg_chunk_matches(w, c, c->received, data, n)) {
+        w->c.mismatches++;
+        close_conn(w, c);
+        return;
+    }
+    c->received += n;
+    w->c.bytes_verified += n;
+    if (c->received == len && !w->uring->uc[idx].send_inflight)
+        round_trip_done(w, idx);
+}
+
+static void on_recv(struct worker *w, uint32_t idx, const struct io_uring_cqe *cqe)
+{
+    struct lg_uring *u = w->uring;
+    struct conn *c = &w->conns[idx];
+    struct uconn *uc = &u->uc[idx];
+    if (!(cqe->flags & IORING_CQE_F_MORE))
+        uc->recv_armed = false;
+    if (cqe->flags & IORING_CQE_F_BUFFER) {
+        uint16_t bid = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+        if (cqe->res > 0 && c->state == CONN_OPEN)
+            on_echo(w, idx, u->bufs + (size_t)bid * u->buf_size, (uint32_t)cqe->res);
+        give_buffer(u, bid);
+    } else if (c->state == CONN_OPEN) {
+        if (cqe->res == 0) {
+            w->c.short_reads++; /* EOF before the whole echo */
+            close_conn(w, c);
+        } else if (cqe->res == -ENOBUFS) {
+            if (!uc->starved) {
+                uc->starved = true;
+                u->starved[u->nstarved++] = idx;
+            }
+        } else if (cqe->res < 0) {
+            w->c.io_errors++;
+            close_conn(w, c);
+        }
+    }
+    if (c->state == CONN_OPEN && !uc->recv_armed && !uc->starved)
+        arm_recv(w, idx); /* a multishot recv that ended for another reason (e.g. CQ overflow) */
+}
+
+static void handle(struct worker *w, const struct io_uring_cqe *cqe)
+{
+    uint64_t ud = io_uring_cqe_get_data64(cqe);
+    uint32_t idx = ud_conn(ud);
+    if (idx >= w->nconns)
+        return;
+    if (ud_op(ud) == LG_OP_SEND)
+        on_send(w, idx, cqe->res);
+    else if (ud_op(ud) == LG_OP_RECV)
+        on_recv(w, idx, cqe);
+}
+
+static void rearm_starved(struct worker *w)
+{
+    struct lg_uring *u = w->uring;
+    for (uint32_t i = 0; i < u->nstarved; i++) {
+        uint32_t idx = u->starved[i];
+        u->uc[idx].starved = false;
+        if (w->conns[idx].state == CONN_OPEN && !u->uc[idx].recv_armed)
+            arm_recv(w, idx);
+    }
+    u->nstarved = 0;
+}
+
+/* Runs round trips until the interval ends, then lets in-flight echoes finish for up to DRAIN_NS. */
+void lg_uring_traffic(struct worker *w)
+{
+    struct bunring_loadgen *lg = w->lg;
+    struct lg_uring *u = w->uring;
+    uint64_t end = atomic_load_explicit(&lg->end_ns, memory_order_relaxed);
+    uint64_t t0 = now_ns();
+    for (uint32_t i = 0; i < w->nconns; i++) {
+        struct conn *c = &w->conns[i];
+        if (c->state != CONN_OPEN)
+            continue;
+        /* Off the epoll set used to connect: its wake-up callback would run on every arrival. */
+        epoll_ctl(w->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+        arm_recv(w, i);
+        lg_message_begin(c, t0);
+        send_rest(w, i);
+    }
+    while (!stopping(lg) && w->live > 0) {
+        uint64_t t = now_ns();
+        uint64_t until = t < end ? end : end + DRAIN_NS;
+        if (t >= until)
+            break;
+        uint64_t left = until - t, slice = (uint64_t)WAIT_SLICE_MS * NS_PER_MS;
+        if (left > slice)
+            left = slice;
+        struct __kernel_timespec ts = {.tv_sec = (long long)(left / NS_PER_S), .tv_nsec = (long long)(left % NS_PER_S)};
+        struct io_uring_cqe *cqe;
+        int rc = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL);
+        if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY && rc != -EAGAIN) {
+            w->fatal_errno = -rc;
+            break;
+        }
+        unsigned head, seen = 0;
+        io_uring_for_each_cqe(&u->ring, head, cqe)
+        {
+            handle(w, cqe);
+            if (++seen == CQE_BATCH)
+                break;
+        }
+        io_uring_cq_advance(&u->ring, seen);
+        if (u->returned) {
+            io_uring_buf_ring_advance(u->br, (int)u->returned);
+            u->returned = 0;
+        }
+        if (u->nstarved)
+            rearm_starved(w);
+        lg_publish(w);
+    }
+}
+
+void lg_uring_finish(struct worker *w)
+{
+    struct lg_uring *u = w->uring;
+    for (uint32_t i = 0; i < w->nconns; i++)
+        close_conn(w, &w->conns[i]);
+    if (u->ring_ready) {
+        io_uring_queue_exit(&u->ring); /* cancels what is still armed; no buffer is read after this */
+        u->ring_ready = false;
+    }
+}
