@@ -2,7 +2,7 @@
 // and the allowed range (UsageError → exit 2), and the presets (--quick, --large) resolved into one
 // plain settings object for run.ts.
 import { parseArgs } from "node:util";
-import { LOADGEN_LIMITS } from "../ffi/loadgen.ts";
+import { LOADGEN_LIMITS, type LoadgenIo } from "../ffi/loadgen.ts";
 import { BUILTIN_NAMES, parseTargetFlag, type ExternalTarget } from "./targets.ts";
 
 export class UsageError extends Error {}
@@ -22,6 +22,8 @@ Options:
   --duration S            measured seconds per run, 0.1..3600 (default 5)
   --warmup S              warm-up seconds per run, 0..60 (default 1)
   --client-threads N      load generator threads (default: one per client CPU)
+  --client-io uring|epoll load generator I/O (default uring: one system call per batch of round
+                          trips; epoll where the kernel refuses io_uring)
   --targets LIST          only these targets, e.g. bunring-uring,bun-listen (default: all)
   --target NAME=CMD@PORT  add an external echo server: CMD is run with sh -c 'exec CMD' (so the
                           server is the measured process) and must listen on 127.0.0.1:PORT
@@ -40,6 +42,7 @@ export interface BenchSettings {
   durationMs: number;
   warmupMs: number;
   clientThreads: number | null;
+  clientIo: LoadgenIo;
   only: string[] | null;
   external: ExternalTarget[];
   baseline: string;
@@ -81,6 +84,7 @@ export function parseBenchArgs(argv: string[]): BenchSettings {
       duration: { type: "string" },
       warmup: { type: "string" },
       "client-threads": { type: "string" },
+      "client-io": { type: "string" },
       targets: { type: "string" },
       target: { type: "string", multiple: true },
       baseline: { type: "string" },
@@ -117,6 +121,10 @@ export function parseBenchArgs(argv: string[]): BenchSettings {
   if (!selected.includes(baseline)) {
     throw new UsageError(`--baseline ${JSON.stringify(baseline)} is not among the targets being run: ${selected.join(", ")}`);
   }
+  const clientIo = values["client-io"] ?? "uring";
+  if (clientIo !== "uring" && clientIo !== "epoll") {
+    throw new UsageError(`--client-io must be uring or epoll, got ${JSON.stringify(clientIo)}`);
+  }
   return {
     connections,
     lengths: values.length === undefined ? [1024] : integerList("--length", values.length, 1, LOADGEN_LIMITS.maxLength),
@@ -125,6 +133,7 @@ export function parseBenchArgs(argv: string[]): BenchSettings {
     warmupMs: values.warmup === undefined ? (quick ? 500 : 1000) : secondsMs("--warmup", values.warmup, 0, 60),
     clientThreads:
       values["client-threads"] === undefined ? null : integer("--client-threads", values["client-threads"], 1, LOADGEN_LIMITS.maxThreads),
+    clientIo,
     only,
     external,
     baseline,

@@ -12,6 +12,8 @@ export interface RunSettings {
   serverCpu: number | null;
   clientCpus: number[];
   clientThreads: number;
+  /** What the load generator's traffic ran on ("io_uring", "epoll"). */
+  clientIo: string;
   pinning: string;
   baseline: string;
 }
@@ -66,7 +68,7 @@ export function markdown(doc: BenchDocument, cells: Cell[]): string {
     s.serverCpu === null
       ? "servers and client unpinned (one CPU only)"
       : `each server pinned to CPU ${s.serverCpu} (${s.pinning}), the load generator on CPU ${s.clientCpus.join(",")} ` +
-        `(${s.clientThreads} thread${s.clientThreads === 1 ? "" : "s"})`;
+        `(${s.clientThreads} thread${s.clientThreads === 1 ? "" : "s"}, ${s.clientIo})`;
   const skipped = doc.targets.filter((t) => t.skipped);
   const lines = [
     "# bunring echo benchmark",

@@ -143,6 +143,7 @@ async function main(): Promise<number> {
   const started = new Set<string>();
   const runs = plan(settings, targets);
   const samples: RunSample[] = [];
+  const clientIoUsed = new Set<string>();
   const abort = new AbortController();
   let current: ServerProcess | null = null;
   const interrupt = () => abort.abort();
@@ -210,10 +211,12 @@ async function main(): Promise<number> {
           connectTimeoutMs: 20_000,
           cpus: placement.clientCpus,
           serverPid: server.pid,
+          io: settings.clientIo,
         },
         { signal: abort.signal, pollMs: 100, onProgress: (p) => draw(i, run, progressText(p)) },
       );
       if (abort.signal.aborted) break; // a partial run is not a sample
+      if (result.connections > 0) clientIoUsed.add(result.io);
       const sample = sampleFrom(run, result, peakRssMiB(server.pid), note);
       samples.push(sample);
       const summary = sample.reqPerSec === null
@@ -238,6 +241,7 @@ async function main(): Promise<number> {
     serverCpu: placement.serverCpu,
     clientCpus: placement.clientCpus,
     clientThreads: placement.clientThreads,
+    clientIo: [...clientIoUsed].join(", ") || settings.clientIo,
     pinning: placement.pinning,
     baseline: settings.baseline,
   };

@@ -24,6 +24,7 @@ Options:
       --warmup S            seconds of traffic before measuring, 0..${LOADGEN_LIMITS.maxWarmupMs / 1000} (default ${DEFAULTS.warmup})
       --connect-timeout S   connect phase limit, 0.01..${LOADGEN_LIMITS.maxConnectTimeoutMs / 1000} (default ${DEFAULTS.connectTimeout})
       --server-pid PID      also report that process's CPU time per request
+      --io uring|epoll      client I/O: io_uring (default; epoll where the kernel refuses it) or epoll
       --json                print one JSON object instead of text
   -h, --help                show this help
 `;
@@ -98,6 +99,7 @@ function parse(argv: string[]): ClientArgs {
       warmup: { type: "string" },
       "connect-timeout": { type: "string" },
       "server-pid": { type: "string" },
+      io: { type: "string" },
       json: { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
@@ -114,6 +116,8 @@ function parse(argv: string[]): ClientArgs {
   if (threads > connections) {
     throw new UsageError(`--threads ${threads} is more than --number ${connections}: each thread needs a connection`);
   }
+  const io = values.io ?? "uring";
+  if (io !== "uring" && io !== "epoll") throw new UsageError(`--io must be uring or epoll, got ${JSON.stringify(io)}`);
   return {
     address,
     json: values.json ?? false,
@@ -133,6 +137,7 @@ function parse(argv: string[]): ClientArgs {
       ),
       cpus: values.cpu === undefined ? [] : parseCpuList("--cpu", values.cpu),
       serverPid: values["server-pid"] === undefined ? undefined : integer("--server-pid", values["server-pid"], 1, 2 ** 31 - 1),
+      io,
     },
   };
 }
@@ -167,7 +172,7 @@ function text(args: ClientArgs, r: LoadgenResult): string {
     `Connect errors: ${r.connectErrors}`,
     `Errors: ${r.mismatches + r.shortReads + r.ioErrors} (mismatches ${r.mismatches}, short reads ${r.shortReads}, I/O errors ${r.ioErrors})`,
     `Measured: ${r.elapsedS.toFixed(3)} s after ${load.warmupMs / 1000} s warm-up; ${r.connections} connected in ` +
-      `${(r.connectS * 1000).toFixed(1)} ms` +
+      `${(r.connectS * 1000).toFixed(1)} ms, client I/O ${r.io}` +
       (r.clientCpuUs === null ? "" : `; client CPU ${((r.clientCpuUs / 1e6 / r.elapsedS) * 100).toFixed(0)}% of one core`),
   ];
   if (r.serverCpuUs !== null && r.responses > 0) {
@@ -199,6 +204,7 @@ function json(args: ClientArgs, r: LoadgenResult): string {
     connectErrors: r.connectErrors,
     errors: { total: errorCount(r), mismatches: r.mismatches, shortReads: r.shortReads, io: r.ioErrors },
     clientCpuUs: r.clientCpuUs,
+    io: r.io,
     serverCpuUsPerReq: r.serverCpuUs !== null && r.responses > 0 ? r.serverCpuUs / r.responses : null,
   })}\n`;
 }
