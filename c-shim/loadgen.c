@@ -219,9 +219,10 @@ static bool conn_send(struct worker *w, struct conn *c, uint64_t t)
     return true;
 }
 
-/* The whole echo is back at time t: counts the round trip. True: start the next one; false: the
- * interval is over (or the run stopped), so close the connection cleanly: nothing is left unread. */
-bool lg_round_trip_counted(struct worker *w, struct conn *c, uint64_t t)
+/* The whole echo is back at time t: counts the round trip. True: the next message is prepared, send
+ * it; false: the interval is over (or the run stopped), so close the connection cleanly: nothing is
+ * left unread. */
+bool lg_round_trip_next(struct worker *w, struct conn *c, uint64_t t)
 {
     struct bunring_loadgen *lg = w->lg;
     uint64_t lat = t - c->started_ns;
@@ -235,19 +236,20 @@ bool lg_round_trip_counted(struct worker *w, struct conn *c, uint64_t t)
         if (lat > w->c.lat_max)
             w->c.lat_max = lat;
     }
-    return t < atomic_load_explicit(&lg->end_ns, memory_order_relaxed) && !stopping(lg);
+    if (t >= atomic_load_explicit(&lg->end_ns, memory_order_relaxed) || stopping(lg))
+        return false;
+    c->counter++;
+    lg_message_begin(c, t);
+    return true;
 }
 
 static void round_trip_done(struct worker *w, struct conn *c)
 {
     uint64_t t = now_ns();
-    if (!lg_round_trip_counted(w, c, t)) {
+    if (lg_round_trip_next(w, c, t))
+        conn_send(w, c, t);
+    else
         lg_conn_close(w, c);
-        return;
-    }
-    c->counter++;
-    lg_message_begin(c, t);
-    conn_send(w, c, t);
 }
 
 static void conn_readable(struct worker *w, struct conn *c)

@@ -137,7 +137,7 @@ void lg_publish(struct worker *w);
 void lg_conn_close(struct worker *w, struct conn *c);
 void lg_message_begin(struct conn *c, uint64_t t);
 bool lg_chunk_matches(const struct worker *w, const struct conn *c, uint32_t at, const uint8_t *got, uint32_t n);
-bool lg_round_trip_counted(struct worker *w, struct conn *c, uint64_t t);
+bool lg_round_trip_next(struct worker *w, struct conn *c, uint64_t t);
 
 /* loadgen_uring.c: the io_uring traffic phase. alloc runs in start() (0 or -ENOMEM); setup runs on
  * the worker thread (0, or -errno and the worker uses epoll); traffic replaces the epoll traffic

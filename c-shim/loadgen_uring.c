@@ -207,14 +207,10 @@ static void close_conn(struct worker *w, struct conn *c)
 static void round_trip_done(struct worker *w, uint32_t idx)
 {
     struct conn *c = &w->conns[idx];
-    uint64_t t = now_ns();
-    if (!lg_round_trip_counted(w, c, t)) {
+    if (lg_round_trip_next(w, c, now_ns()))
+        send_rest(w, idx);
+    else
         close_conn(w, c);
-        return;
-    }
-    c->counter++;
-    lg_message_begin(c, t);
-    send_rest(w, idx);
 }
 
 static void on_send(struct worker *w, uint32_t idx, int res)
