@@ -1,11 +1,11 @@
 // args.ts — `bun run bench` flags: strict parsing, validation whose messages name the flag, the value
 // and the allowed range (UsageError → exit 2), and the presets (--quick, --large) resolved into one
 // plain settings object for run.ts.
-import { parseArgs } from "node:util";
 import { LOADGEN_LIMITS, type LoadgenIo } from "../ffi/loadgen.ts";
+import { parseFlags, UsageError } from "../src/flags.ts";
 import { BUILTIN_NAMES, parseTargetFlag, type ExternalTarget } from "./targets.ts";
 
-export class UsageError extends Error {}
+export { UsageError };
 
 export const USAGE = `Usage: bun run bench -- [options]
 
@@ -71,26 +71,21 @@ function secondsMs(flag: string, raw: string, minS: number, maxS: number): numbe
 }
 
 export function parseBenchArgs(argv: string[]): BenchSettings {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    strict: true,
-    allowPositionals: true,
-    options: {
-      quick: { type: "boolean" },
-      large: { type: "boolean" },
-      connections: { type: "string" },
-      length: { type: "string" },
-      reps: { type: "string" },
-      duration: { type: "string" },
-      warmup: { type: "string" },
-      "client-threads": { type: "string" },
-      "client-io": { type: "string" },
-      targets: { type: "string" },
-      target: { type: "string", multiple: true },
-      baseline: { type: "string" },
-      out: { type: "string" },
-      help: { type: "boolean", short: "h" },
-    },
+  const { values, positionals } = parseFlags(argv, {
+    quick: { type: "boolean" },
+    large: { type: "boolean" },
+    connections: { type: "string" },
+    length: { type: "string" },
+    reps: { type: "string" },
+    duration: { type: "string" },
+    warmup: { type: "string" },
+    "client-threads": { type: "string" },
+    "client-io": { type: "string" },
+    targets: { type: "string" },
+    target: { type: "string", multiple: true },
+    baseline: { type: "string" },
+    out: { type: "string" },
+    help: { type: "boolean", short: "h" },
   });
   if (values.help) {
     process.stdout.write(USAGE);

@@ -1,7 +1,7 @@
 // cli.ts — `bun run uring` / `bun run epoll` / `bun run serve`: parse flags (strict), validate them
 // before anything starts (usage errors exit 2), start the server, print one banner line, and on
 // SIGINT/SIGTERM stop gracefully, print the final stats and exit 0.
-import { parseArgs } from "node:util";
+import { parseFlags, UsageError } from "./flags.ts";
 import { probe, serve, type Server, type ServerStats } from "./index.ts";
 import { allowedValues, DEFAULTS, resolveOptions, type IntegerOption, type Labels, type ServeOptions } from "./options.ts";
 
@@ -42,8 +42,6 @@ const FLAGS: Labels = {
   idleTimeoutMs: "--idle-timeout",
   sqpoll: "--sqpoll",
 };
-
-class UsageError extends Error {}
 
 function usageFail(message: string): never {
   process.stderr.write(`bunring: ${message.replace(/^bunring: /, "")} (see --help)\n`);
@@ -87,45 +85,8 @@ const PARSE_OPTIONS = {
   help: { type: "boolean", short: "h" },
 } as const;
 
-const ALL_FLAGS = Object.keys(PARSE_OPTIONS).map((name) => `--${name}`);
-
-/** `--port -1` means the value -1, as `--port=-1` does: parseArgs would call it ambiguous. */
-function joinDashValues(argv: string[]): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    const name = arg.startsWith("--") && !arg.includes("=") ? arg.slice(2) : "";
-    const spec = PARSE_OPTIONS[name as keyof typeof PARSE_OPTIONS];
-    const next = argv[i + 1];
-    if (spec?.type === "string" && next !== undefined && /^-[^-h]/.test(next)) {
-      out.push(`${arg}=${next}`);
-      i++;
-    } else {
-      out.push(arg);
-    }
-  }
-  return out;
-}
-
-/** parseArgs' own errors span lines and quote oddly: one line naming the flag instead. */
-function parseArgsMessage(e: Error & { code?: string }): string | undefined {
-  if (typeof e.code !== "string" || !e.code.startsWith("ERR_PARSE_ARGS_")) return undefined;
-  const flag = /'(-[^' ]+)/.exec(e.message)?.[1] ?? "a flag";
-  if (e.code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") return `unknown flag ${flag}; flags are ${ALL_FLAGS.join(", ")}`;
-  if (/does not take an argument/.test(e.message)) return `${flag} takes no value`;
-  if (e.code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE") return `${flag} needs a value`;
-  return e.message.split("\n")[0];
-}
-
 function parse(argv: string[]): ServeOptions {
-  let parsed;
-  try {
-    parsed = parseArgs({ args: joinDashValues(argv), strict: true, allowPositionals: true, options: PARSE_OPTIONS });
-  } catch (e) {
-    const message = parseArgsMessage(e as Error);
-    throw message === undefined ? e : new UsageError(message);
-  }
-  const { values, positionals } = parsed;
+  const { values, positionals } = parseFlags(argv, PARSE_OPTIONS);
   if (values.help) {
     process.stdout.write(USAGE);
     process.exit(0);

@@ -4,7 +4,7 @@
 // Exit status: 0 clean run, 1 a run with errors (connect, mismatch, short read, I/O) or a failed run.
 import { isIPv4, isIPv6 } from "node:net";
 import { cpus as osCpus } from "node:os";
-import { parseArgs } from "node:util";
+import { parseFlags, UsageError } from "./flags.ts";
 import { LOADGEN_LIMITS, runLoadgen, type LoadgenOptions, type LoadgenProgress, type LoadgenResult } from "../ffi/loadgen.ts";
 
 const DEFAULTS = { address: "127.0.0.1:6379", number: 50, duration: 10, length: 512, threads: 1, warmup: 1, connectTimeout: 10 };
@@ -28,8 +28,6 @@ Options:
       --json                print one JSON object instead of text
   -h, --help                show this help
 `;
-
-class UsageError extends Error {}
 
 function integer(flag: string, raw: string, min: number, max: number): number {
   const value = /^\d+$/.test(raw) ? Number(raw) : Number.NaN;
@@ -85,24 +83,19 @@ interface ClientArgs {
 }
 
 function parse(argv: string[]): ClientArgs {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    strict: true,
-    allowPositionals: true,
-    options: {
-      address: { type: "string", short: "a" },
-      number: { type: "string", short: "n" },
-      duration: { type: "string", short: "d" },
-      length: { type: "string", short: "l" },
-      threads: { type: "string", short: "t" },
-      cpu: { type: "string" },
-      warmup: { type: "string" },
-      "connect-timeout": { type: "string" },
-      "server-pid": { type: "string" },
-      io: { type: "string" },
-      json: { type: "boolean" },
-      help: { type: "boolean", short: "h" },
-    },
+  const { values, positionals } = parseFlags(argv, {
+    address: { type: "string", short: "a" },
+    number: { type: "string", short: "n" },
+    duration: { type: "string", short: "d" },
+    length: { type: "string", short: "l" },
+    threads: { type: "string", short: "t" },
+    cpu: { type: "string" },
+    warmup: { type: "string" },
+    "connect-timeout": { type: "string" },
+    "server-pid": { type: "string" },
+    io: { type: "string" },
+    json: { type: "boolean" },
+    help: { type: "boolean", short: "h" },
   });
   if (values.help) {
     process.stdout.write(USAGE);
