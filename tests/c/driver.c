@@ -15,7 +15,9 @@
  *     end and the stats say the connections were closed by stop; then frees it;
  *   - also: start failures (port in use, bad config) return NULL with an error and leak nothing,
  *     bunring_server_free on a running server with an open connection, restarting on the same port
- *     right after free (the port must be released), and ABI round-trips.
+ *     right after free (the port must be released), and ABI round-trips;
+ *   - runs the benchmark's load generator against the server on its epoll loop and (where the
+ *     uring backend runs) its io_uring loop: a full run with zero errors, and one stopped half-way.
  * Exits 0 only if every check passed; prints one summary line. A watchdog (alarm) turns a hang
  * into a failure.
  *
@@ -635,6 +637,62 @@ static void scenario_restart(uint32_t backend, uint32_t threads)
     }
 }
 
+/* The benchmark's load generator against a running server: a full run (connect, warm-up, measured
+ * interval, drain) with zero errors, and a run stopped half-way, on the given client loop. */
+static void scenario_loadgen(uint32_t backend, bool client_uring)
+{
+    char ctx[80];
+    snprintf(ctx, sizeof(ctx), "%s loadgen (client %s)", backend_name(backend), client_uring ? "io_uring" : "epoll");
+    struct bunring_config cfg;
+    base_config(&cfg, backend, 1);
+    struct bunring_error err;
+    bunring_server *srv = bunring_server_start(&cfg, "127.0.0.1", &err);
+    if (!check(srv != NULL, ctx, "start failed: %d %s", err.code, err.message))
+        return;
+    for (int stop_early = 0; stop_early < 2; stop_early++) {
+        struct bunring_loadgen_config lc;
+        memset(&lc, 0, sizeof(lc));
+        lc.port = bunring_server_port(srv);
+        lc.connections = 16;
+        lc.length = 4096;
+        lc.threads = 2;
+        lc.duration_ms = stop_early ? 5000 : 300;
+        lc.connect_timeout_ms = 5000;
+        lc.flags = client_uring ? 0 : BUNRING_LOADGEN_FLAG_EPOLL;
+        bunring_loadgen *lg = bunring_loadgen_start(&lc, "127.0.0.1", &err);
+        if (!check(lg != NULL, ctx, "loadgen start failed: %d %s", err.code, err.message))
+            break;
+        uint64_t t0 = now_ms();
+        if (stop_early) {
+            sleep_ms(150);
+            bunring_loadgen_stop(lg);
+        }
+        while (!bunring_loadgen_done(lg) && now_ms() - t0 < 10000)
+            sleep_ms(5);
+        struct bunring_loadgen_result r;
+        memset(&r, 0, sizeof(r));
+        if (check(bunring_loadgen_result(lg, &r) == 0, ctx, "loadgen not done after 10 s")) {
+            int want_status = stop_early ? -ECANCELED : 0;
+            check(r.status == want_status, ctx, "status %d, expected %d (%s)", r.status, want_status, r.message);
+            check(r.mismatches + r.short_reads + r.io_errors + r.connect_errors == 0, ctx,
+                  "errors: mismatches %llu, short reads %llu, io %llu, connect %llu", (unsigned long long)r.mismatches,
+                  (unsigned long long)r.short_reads, (unsigned long long)r.io_errors, (unsigned long long)r.connect_errors);
+            /* A stopped run also verified parts of the echoes still in flight: at most one per connection. */
+            uint64_t whole = r.responses_total * lc.length;
+            bool bytes_ok = stop_early ? r.bytes_verified >= whole && r.bytes_verified < whole + (uint64_t)lc.connections * lc.length
+                                       : r.bytes_verified == whole;
+            check(r.responses_total > 0 && bytes_ok, ctx, "round trips %llu, bytes verified %llu%s",
+                  (unsigned long long)r.responses_total, (unsigned long long)r.bytes_verified,
+                  stop_early ? " (stopped run)" : "");
+            check(r.uring_workers == (client_uring ? r.workers : 0), ctx, "%u of %u workers on io_uring", r.uring_workers,
+                  r.workers);
+        }
+        bunring_loadgen_free(lg);
+    }
+    check(wait_open_zero(srv, 5000), ctx, "server still has open connections after the load generator closed them");
+    bunring_server_free(srv);
+}
+
 /* Start failures return NULL with an error message and release everything (ASan/valgrind check). */
 static void scenario_start_errors(uint32_t backend)
 {
@@ -812,6 +870,11 @@ int main(int argc, char **argv)
             scenario_server(&o, backends[b], t);
             scenario_free_running(backends[b], t);
             scenario_restart(backends[b], t);
+            if (t == 1) {
+                scenario_loadgen(backends[b], false);
+                if (o.uring && uring_ok) /* the client's ring needs what the uring backend needs */
+                    scenario_loadgen(backends[b], true);
+            }
             size_t len = strlen(ran);
             snprintf(ran + len, sizeof(ran) - len, "%s%s/t%u", len ? " " : "", backend_name(backends[b]), t);
         }
