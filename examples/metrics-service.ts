@@ -9,7 +9,15 @@ if (backend !== "uring" && backend !== "epoll" && backend !== "auto") {
   process.exit(2);
 }
 
-const echo = serve({ backend, port: Number(echoPort) });
+function portArg(name: string, raw: string): number {
+  if (!/^\d+$/.test(raw) || Number(raw) > 65535) {
+    console.error(`${name} must be a port from 0 to 65535 (0 = any free port), got ${JSON.stringify(raw)}`);
+    process.exit(2);
+  }
+  return Number(raw);
+}
+
+const echo = serve({ backend, port: portArg("echoPort", echoPort) });
 
 /** Counters that only go up are Prometheus counters; the rest are gauges. */
 const GAUGES = new Set<keyof ServerStats>(["connOpen", "pausedNow", "buffersTotal", "buffersInUse"]);
@@ -20,7 +28,7 @@ function snake(name: string): string {
 
 export function prometheusText(stats: ServerStats, labels: Record<string, string>): string {
   const labelText = Object.entries(labels)
-    .map(([k, v]) => `${k}="${v.replace(/["\\\n]/g, "\\$&")}"`)
+    .map(([k, v]) => `${k}="${v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n")}"`)
     .join(",");
   const lines: string[] = [];
   for (const [name, value] of Object.entries(stats) as [keyof ServerStats, number][]) {
@@ -32,7 +40,7 @@ export function prometheusText(stats: ServerStats, labels: Record<string, string
 }
 
 const http = Bun.serve({
-  port: Number(httpPort),
+  port: portArg("httpPort", httpPort),
   hostname: "127.0.0.1",
   fetch(req) {
     const { pathname } = new URL(req.url);
