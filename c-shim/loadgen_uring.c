@@ -59,6 +59,7 @@ struct lg_uring {
     uint8_t *bufs;
     uint32_t buf_size, buf_count;
     uint32_t returned;    /* buffers added to the ring since the last advance */
+    uint64_t batch_ns;    /* when the completions being handled were reaped: their timestamp */
     struct uconn *uc;     /* one per connection of the worker */
     uint32_t *starved;    /* indices of starved connections */
     uint32_t nstarved;
@@ -207,7 +208,7 @@ static void close_conn(struct worker *w, struct conn *c)
 static void round_trip_done(struct worker *w, uint32_t idx)
 {
     struct conn *c = &w->conns[idx];
-    if (lg_round_trip_next(w, c, now_ns()))
+    if (lg_round_trip_next(w, c, w->uring->batch_ns))
         send_rest(w, idx);
     else
         close_conn(w, c);
@@ -229,7 +230,7 @@ static void on_send(struct worker *w, uint32_t idx, int res)
         send_rest(w, idx);
         return;
     }
-    if (in_interval(w->lg, now_ns()))
+    if (in_interval(w->lg, w->uring->batch_ns))
         w->c.requests++;
     if (c->received == w->lg->length)
         round_trip_done(w, idx);
@@ -337,6 +338,9 @@ void lg_uring_traffic(struct worker *w)
             w->fatal_errno = -rc;
             break;
         }
+        /* One clock read per batch, not per completion: every completion in it had happened by now,
+         * and this is the earliest moment the loop sees any of them. */
+        u->batch_ns = now_ns();
         unsigned head, seen = 0;
         io_uring_for_each_cqe(&u->ring, head, cqe)
         {
