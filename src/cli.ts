@@ -1,7 +1,6 @@
 // cli.ts — `bun run uring` / `bun run epoll` / `bun run serve`: parse flags (strict), validate them
 // before anything starts (usage errors exit 2), start the server, print one banner line, and on
 // SIGINT/SIGTERM stop gracefully, print the final stats and exit 0.
-import { availableParallelism } from "node:os";
 import { parseFlags, UsageError } from "./flags.ts";
 import { probe, serve, type Server, type ServerStats } from "./index.ts";
 import { allowedValues, DEFAULTS, resolveOptions, type IntegerOption, type Labels, type ServeOptions } from "./options.ts";
@@ -58,11 +57,12 @@ function integerFlag(key: IntegerOption, raw: string | undefined): number | unde
   return Number(raw);
 }
 
+/** Digits only per entry; the range is resolveOptions' to check, like every other option's. */
 function cpuListFlag(raw: string | undefined): number[] | undefined {
   if (raw === undefined) return undefined;
   return raw.split(",").map((entry) => {
     const cpu = entry.trim();
-    if (!/^\d+$/.test(cpu) || Number(cpu) >= availableParallelism()) {
+    if (!/^\d+$/.test(cpu) || !Number.isSafeInteger(Number(cpu))) {
       throw new UsageError(`${FLAGS.cpus} must be a comma-separated list of ${allowedValues("cpus")}, got ${JSON.stringify(raw)}`);
     }
     return Number(cpu);

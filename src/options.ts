@@ -131,7 +131,8 @@ function checkCpus(label: string, value: unknown): number[] {
   if (value.length > MAX_CPUS) {
     throw new RangeError(`bunring: ${label} may list at most ${MAX_CPUS} CPUs, got ${value.length}`);
   }
-  return value.map((cpu, i) => checkInteger(`${label}[${i}]`, cpu, { min: 0, max: online - 1 }));
+  // Named as the list, not as label[i]: reads the same for the API's array and the CLI's "--cpu 0,1".
+  return value.map((cpu, i) => checkInteger(`${label} (entry ${i + 1} of ${value.length})`, cpu, { min: 0, max: online - 1 }));
 }
 
 /** Validates serve() options; throws TypeError/RangeError naming the first bad one. */
