@@ -25,13 +25,12 @@ function valueFlag(arg: string, specs: FlagSpecs): string | undefined {
 
 function joinDashValues(argv: string[], specs: FlagSpecs): string[] {
   const out: string[] = [];
+  const shorts = new Set(Object.values(specs).map((s) => `-${s.short}`));
   for (let i = 0; i < argv.length; i++) {
     const name = valueFlag(argv[i]!, specs);
     const next = argv[i + 1];
     // "-1", "-abc": a value. "--x" or a known short flag: the value is missing (parseArgs says so).
-    const isValue = next !== undefined && next.startsWith("-") && !next.startsWith("--") &&
-      !Object.values(specs).some((s) => next === `-${s.short}`);
-    if (name !== undefined && isValue) {
+    if (name !== undefined && next !== undefined && next.startsWith("-") && !next.startsWith("--") && !shorts.has(next)) {
       out.push(`--${name}=${next}`);
       i++;
     } else {
