@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 void set_error(struct bunring_error *err, int code, const char *fmt, ...)
 {
@@ -142,12 +141,13 @@ static void starved_unlink(struct loop *l, struct conn *c)
     c->flags &= ~(uint32_t)CONN_STARVED;
 }
 
-void conn_release(struct loop *l, struct conn *c)
+/* Counts the close before the fd goes: whoever sees the peer's EOF and then reads the stats finds
+ * the close already counted. Returns the fd for the caller to close. */
+int conn_release(struct loop *l, struct conn *c)
 {
+    int fd = c->fd;
     if (c->flags & CONN_STARVED)
         starved_unlink(l, c); /* rare: a starved connection that closes */
-    if (c->fd >= 0)
-        close(c->fd);
     if (c->flags & CONN_PAUSED)
         stat_sub(l, BUNRING_STAT_PAUSED_NOW, 1);
     stat_add(l, (enum bunring_stat)c->close_reason, 1);
@@ -158,6 +158,7 @@ void conn_release(struct loop *l, struct conn *c)
     c->next = l->free_head;
     l->free_head = conn_slot(l, c);
     l->open_conns--;
+    return fd;
 }
 
 struct conn *conn_lookup(struct loop *l, uint32_t slot, uint32_t gen)

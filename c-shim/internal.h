@@ -152,7 +152,7 @@ int loop_alloc_tables(struct loop *l, struct bunring_error *err);
 void loop_free_tables(struct loop *l);
 
 struct conn *conn_open(struct loop *l, int fd); /* NULL when the table is full */
-void conn_release(struct loop *l, struct conn *c); /* closes fd, counts, bumps gen, frees slot */
+int conn_release(struct loop *l, struct conn *c); /* counts, bumps gen, frees slot; returns the fd to close */
 static inline uint32_t conn_slot(const struct loop *l, const struct conn *c)
 {
     return (uint32_t)(c - l->conns);

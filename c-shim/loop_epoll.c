@@ -63,7 +63,7 @@ static void close_conn(struct loop *l, struct conn *c, enum bunring_stat reason)
     while (c->q_head != NO_BUF)
         give_buffer(l, queue_pop(l, c));
     c->close_reason = (uint8_t)reason;
-    conn_release(l, c); /* close() also removes the fd from the epoll set */
+    close(conn_release(l, c)); /* close() also removes the fd from the epoll set */
 }
 
 /* Appends bytes to the queue, filling the tail buffer first. The caller made sure they fit. */

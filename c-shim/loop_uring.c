@@ -167,9 +167,7 @@ static void try_finish_close(struct loop *l, struct conn *c)
         return;
     while (c->q_head != NO_BUF)
         return_buffer(l, queue_pop(l, c));
-    close_fd(l, c->fd);
-    c->fd = -1;
-    conn_release(l, c);
+    close_fd(l, conn_release(l, c));
 }
 
 static void close_conn(struct loop *l, struct conn *c, enum bunring_stat reason)
