@@ -35,6 +35,10 @@ static const char *const stat_names[BUNRING_STAT_COUNT] = {
     [BUNRING_STAT_BUFFERS_TOTAL] = "buffersTotal",
     [BUNRING_STAT_BUFFERS_IN_USE] = "buffersInUse",
     [BUNRING_STAT_ERRORS] = "errors",
+    [BUNRING_STAT_CONN_CLOSED_STALLED] = "connClosedStalled",
+    [BUNRING_STAT_CONN_REFUSED_STOPPING] = "connRefusedStopping",
+    [BUNRING_STAT_BUFFERS_PAUSED] = "buffersPaused",
+    [BUNRING_STAT_PRESSURE_EVENTS] = "pressureEvents",
 };
 
 _Static_assert(BUNRING_STAT_COUNT <= BUNRING_STATS_STRIDE, "stats stride too small");
@@ -48,7 +52,75 @@ static const char *const feature_names[BUNRING_FEAT_COUNT] = {
 
 uint32_t bunring_abi_version(void) { return BUNRING_ABI_VERSION; }
 uint32_t bunring_stat_count(void) { return BUNRING_STAT_COUNT; }
-uint32_t bunring_config_size(void) { return (uint32_t)sizeof(struct bunring_config); }
+
+/* One row per struct and per field; FIELD spells offsetof/sizeof once so a row cannot disagree with
+ * the struct. Every field of every ABI struct is listed (ffi/ rejects a field it does not know). */
+struct layout_row {
+    const char *name;
+    uint32_t offset;
+    uint32_t size;
+};
+#define STRUCT(type) {#type, 0, (uint32_t)sizeof(struct type)}
+#define FIELD(type, member) {#type "." #member, (uint32_t)offsetof(struct type, member), (uint32_t)sizeof(((struct type *)0)->member)}
+
+static const struct layout_row layout_rows[] = {
+    STRUCT(bunring_config),
+    FIELD(bunring_config, backend),
+    FIELD(bunring_config, port),
+    FIELD(bunring_config, threads),
+    FIELD(bunring_config, buffer_size),
+    FIELD(bunring_config, buffer_count),
+    FIELD(bunring_config, max_connections),
+    FIELD(bunring_config, max_pending_bytes),
+    FIELD(bunring_config, backlog),
+    FIELD(bunring_config, drain_ms),
+    FIELD(bunring_config, idle_timeout_ms),
+    FIELD(bunring_config, stall_timeout_ms),
+    FIELD(bunring_config, flags),
+    FIELD(bunring_config, cpu_count),
+    FIELD(bunring_config, cpus),
+    STRUCT(bunring_error),
+    FIELD(bunring_error, code),
+    FIELD(bunring_error, message),
+};
+
+struct limit_row {
+    const char *field;
+    uint32_t min;
+    uint32_t max;
+};
+
+static const struct limit_row limit_rows[] = {
+    {"port", 0, BUNRING_PORT_MAX},
+    {"threads", 1, BUNRING_MAX_THREADS},
+    {"buffer_size", BUNRING_BUFFER_SIZE_MIN, BUNRING_BUFFER_SIZE_MAX},
+    {"buffer_count", BUNRING_BUFFER_COUNT_MIN, BUNRING_BUFFER_COUNT_MAX},
+    {"max_connections", 1, BUNRING_MAX_CONNECTIONS_MAX},
+    {"max_pending_bytes", BUNRING_MAX_PENDING_MIN, BUNRING_MAX_PENDING_MAX},
+    {"backlog", 1, BUNRING_BACKLOG_MAX},
+    {"drain_ms", 0, BUNRING_DRAIN_MS_MAX},
+    {"idle_timeout_ms", 0, BUNRING_IDLE_TIMEOUT_MS_MAX},
+    {"stall_timeout_ms", 0, BUNRING_STALL_TIMEOUT_MS_MAX},
+    {"cpu_count", 0, BUNRING_MAX_CPUS},
+};
+
+const char *bunring_limit_entry(uint32_t index, uint32_t out[2])
+{
+    if (index >= sizeof(limit_rows) / sizeof(limit_rows[0]))
+        return NULL;
+    out[0] = limit_rows[index].min;
+    out[1] = limit_rows[index].max;
+    return limit_rows[index].field;
+}
+
+const char *bunring_layout_entry(uint32_t index, uint32_t out[2])
+{
+    if (index >= sizeof(layout_rows) / sizeof(layout_rows[0]))
+        return NULL;
+    out[0] = layout_rows[index].offset;
+    out[1] = layout_rows[index].size;
+    return layout_rows[index].name;
+}
 
 const char *bunring_stat_name(uint32_t index)
 {

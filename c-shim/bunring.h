@@ -16,7 +16,7 @@
 
 #define BUNRING_API __attribute__((visibility("default")))
 
-#define BUNRING_ABI_VERSION 1u
+#define BUNRING_ABI_VERSION 2u
 
 enum bunring_backend {
     BUNRING_BACKEND_URING = 0,
@@ -26,19 +26,42 @@ enum bunring_backend {
 #define BUNRING_MAX_CPUS 256u
 #define BUNRING_MAX_THREADS 64u
 
-/* Server configuration. All fields are validated again by the shim (the TS side validates first
- * and gives the friendlier message). Layout: 4-byte fields, then the cpu list. */
+/*
+ * Allowed range of each numeric config field, inclusive. bunring_server_start checks every field
+ * against these, and bunring_limit_entry exports them, so the TS option table (src/option-table.ts)
+ * shows and checks exactly these numbers: they are written here only.
+ */
+#define BUNRING_PORT_MAX 65535u
+#define BUNRING_BUFFER_SIZE_MIN 512u
+#define BUNRING_BUFFER_SIZE_MAX (1u << 20)
+#define BUNRING_BUFFER_COUNT_MIN 16u /* and a power of two */
+#define BUNRING_BUFFER_COUNT_MAX 32768u
+#define BUNRING_MAX_CONNECTIONS_MAX 1000000u /* whole server */
+#define BUNRING_MAX_PENDING_MIN 1024u
+#define BUNRING_MAX_PENDING_MAX (1u << 30)
+#define BUNRING_BACKLOG_MAX 65535u
+#define BUNRING_DRAIN_MS_MAX 3600000u
+#define BUNRING_IDLE_TIMEOUT_MS_MAX 86400000u
+#define BUNRING_STALL_TIMEOUT_MS_MAX 86400000u
+/* The pool must hold what this many connections may hold at their pause limit (see conn.c):
+ * buffer_count >= BUNRING_POOL_MIN_CONNS * 2 * ceil(max_pending_bytes / buffer_size). */
+#define BUNRING_POOL_MIN_CONNS 2u
+
+/* Server configuration. Every field is validated again by the shim against the limits above (the TS
+ * side validates first and names the option as the user spelled it). Layout: ffi/ reads every offset
+ * from bunring_layout_entry. */
 struct bunring_config {
     uint32_t backend;           /* enum bunring_backend */
     uint32_t port;              /* 0 = ephemeral */
     uint32_t threads;           /* loops, 1..BUNRING_MAX_THREADS */
-    uint32_t buffer_size;       /* bytes per receive buffer, 512..1 MiB */
-    uint32_t buffer_count;      /* buffers per loop, power of two, 16..32768 */
-    uint32_t max_connections;   /* whole server; split evenly across loops */
-    uint32_t max_pending_bytes; /* per connection: receiving pauses at this many unechoed bytes */
-    uint32_t backlog;           /* listen(2) backlog */
+    uint32_t buffer_size;       /* bytes per receive buffer */
+    uint32_t buffer_count;      /* buffers per loop, power of two */
+    uint32_t max_connections;   /* open at once across the whole server */
+    uint32_t max_pending_bytes; /* per connection: receiving pauses at this many unsent bytes */
+    uint32_t backlog;           /* listen(2) backlog, 1..BUNRING_BACKLOG_MAX */
     uint32_t drain_ms;          /* stop(): how long in-flight echoes may finish */
     uint32_t idle_timeout_ms;   /* 0 = never; else close connections idle this long */
+    uint32_t stall_timeout_ms;  /* grace of a paused peer while the pool is short (see conn.c) */
     uint32_t flags;             /* BUNRING_FLAG_* */
     uint32_t cpu_count;         /* entries used in cpus[]; 0 = no pinning */
     int32_t cpus[BUNRING_MAX_CPUS];
@@ -48,6 +71,7 @@ struct bunring_config {
 #define BUNRING_FLAG_NO_DEFER (1u << 1)    /* do not use DEFER_TASKRUN/SINGLE_ISSUER (testing) */
 #define BUNRING_FLAG_FORCE_NO_URING (1u << 2) /* behave as if io_uring were unavailable (testing) */
 #define BUNRING_FLAG_NO_FIXED_FILES (1u << 3) /* uring: ordinary fds instead of direct descriptors */
+#define BUNRING_FLAGS_ALL 0xfu
 
 /* An error coming back from the shim: negative errno (or 0) and a human message. */
 struct bunring_error {
@@ -105,9 +129,15 @@ enum bunring_stat {
     BUNRING_STAT_BUFFERS_TOTAL,       /* gauge: receive buffers owned by the loop */
     BUNRING_STAT_BUFFERS_IN_USE,      /* gauge: buffers holding unechoed bytes */
     BUNRING_STAT_ERRORS,              /* unexpected errors (not peer behaviour) */
+    BUNRING_STAT_CONN_CLOSED_STALLED, /* closed: paused (peer not reading) while the pool ran short */
+    BUNRING_STAT_CONN_REFUSED_STOPPING, /* accepted after stop() began: closed unserved */
+    BUNRING_STAT_BUFFERS_PAUSED,      /* gauge: buffers held by paused connections */
+    BUNRING_STAT_PRESSURE_EVENTS,     /* times the free pool fell to the reserve kept for flowing connections */
     BUNRING_STAT_COUNT
 };
-#define BUNRING_STATS_STRIDE 32u /* >= BUNRING_STAT_COUNT, multiple of 8 (64-byte lines) */
+/* Room for the counters still to come (handler mode's among them) without changing the stride, which
+ * is part of the ABI: >= BUNRING_STAT_COUNT, a multiple of 8 (whole 64-byte lines). */
+#define BUNRING_STATS_STRIDE 64u
 
 /*
  * user_data layout (io_uring): every operation's context packed into the 64-bit user_data.
@@ -160,7 +190,13 @@ BUNRING_API uint32_t bunring_abi_version(void);
 BUNRING_API uint32_t bunring_stat_count(void);
 BUNRING_API const char *bunring_stat_name(uint32_t index);   /* NULL past the end */
 BUNRING_API const char *bunring_feature_name(uint32_t bit);  /* NULL past the end */
-BUNRING_API uint32_t bunring_config_size(void);              /* sizeof(struct bunring_config) */
+/* The layout of every struct in this header, for ffi/: entry `index` is a struct ("bunring_config",
+ * out = {0, sizeof}) or one of its fields ("bunring_config.port", out = {offsetof, sizeof}); NULL
+ * past the last entry. ffi/ takes every offset from here, so TS never types an offset by hand. */
+BUNRING_API const char *bunring_layout_entry(uint32_t index, uint32_t out[2]);
+/* The ranges above: entry `index` names a config field ("buffer_size") with out = {min, max}; NULL
+ * past the last entry. */
+BUNRING_API const char *bunring_limit_entry(uint32_t index, uint32_t out[2]);
 
 /* What the running kernel supports: BUNRING_FEAT_* bits, or 0 with err filled if io_uring cannot be
  * used at all (disabled by sysctl, blocked by seccomp, too old). kernel_release gets uname -r. */
@@ -179,8 +215,10 @@ BUNRING_API uint32_t bunring_server_threads(const bunring_server *srv);
 /* Base of threads * BUNRING_STATS_STRIDE uint64 counters, valid until bunring_server_free. */
 BUNRING_API uint64_t *bunring_server_stats(bunring_server *srv);
 /* Asks every loop to stop: no new connections, in-flight echoes finish for up to drain_ms, then all
- * connections close. Returns at once; idempotent. */
-BUNRING_API void bunring_server_stop(bunring_server *srv, uint32_t drain_ms);
+ * connections close. Returns at once. Called again during the drain, a shorter drain_ms moves the
+ * deadline closer (0 closes everything now); a longer one changes nothing. 0, or -EINVAL when
+ * drain_ms is above BUNRING_DRAIN_MS_MAX. */
+BUNRING_API int32_t bunring_server_stop(bunring_server *srv, uint32_t drain_ms);
 /* 1 once every loop thread has finished (stop completed), else 0. Never blocks. */
 BUNRING_API uint32_t bunring_server_done(const bunring_server *srv);
 /* Stops (if needed), joins the loop threads and frees everything. Blocks until the loops end. */

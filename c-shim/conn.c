@@ -76,11 +76,8 @@ int loop_alloc_tables(struct loop *l, struct bunring_error *err)
     l->free_buf_head = 0;
     l->free_bufs = l->buf_count;
 
-    uint32_t cap = cfg->max_pending_bytes;
-    l->pause_bytes = cap;
-    /* Small receives each take a whole buffer: also bound the buffers one connection may hold. */
-    uint32_t per_cap = (cap + l->buf_size - 1) / l->buf_size;
-    l->pause_buffers = per_cap * 2 < 4 ? 4 : per_cap * 2;
+    l->pause_bytes = cfg->max_pending_bytes;
+    l->pause_buffers = conn_pause_buffers(cfg->max_pending_bytes, l->buf_size);
     l->idle_ms = cfg->idle_timeout_ms;
     stat_add(l, BUNRING_STAT_BUFFERS_TOTAL, l->buf_count);
     return 0;
@@ -96,6 +93,14 @@ void loop_free_tables(struct loop *l)
     l->buf_next = NULL;
     l->buf_len = NULL;
     l->buf_mem = NULL;
+}
+
+/* Small receives each take a whole buffer: besides maxPendingBytes, a connection pauses once it holds
+ * twice the buffers its bytes would fill (at least 4). */
+uint32_t conn_pause_buffers(uint32_t max_pending_bytes, uint32_t buffer_size)
+{
+    uint32_t full = (uint32_t)(((uint64_t)max_pending_bytes + buffer_size - 1) / buffer_size);
+    return full * 2 < 4 ? 4 : full * 2;
 }
 
 struct conn *conn_open(struct loop *l, int fd)

@@ -169,6 +169,7 @@ uint16_t queue_pop(struct loop *l, struct conn *c); /* returns the head buffer i
 /* Accounts *bytes sent from the head of the queue: pops (and returns) a buffer once all of it was
  * sent, else advances the head offset; returns NO_BUF when *bytes is used up. Call until NO_BUF. */
 uint16_t queue_consume(struct loop *l, struct conn *c, uint32_t *bytes);
+uint32_t conn_pause_buffers(uint32_t max_pending_bytes, uint32_t buffer_size);
 bool conn_over_limit(const struct loop *l, const struct conn *c);
 bool conn_below_resume(const struct loop *l, const struct conn *c);
 

@@ -400,8 +400,14 @@ void epoll_run(struct loop *l)
                 uint64_t v;
                 if (read(l->wake_fd, &v, sizeof(v)) < 0) { /* drained; the value itself is unused */
                 }
-                if (!l->stopping)
+                if (!l->stopping) {
                     begin_stop(l);
+                } else {
+                    /* A second stop() with a shorter drain: move the deadline closer, never further. */
+                    uint32_t deadline = l->now_ms + loop_drain_ms(l);
+                    if ((int32_t)(deadline - l->drain_deadline) < 0)
+                        l->drain_deadline = deadline;
+                }
                 continue;
             }
             struct conn *c = conn_lookup(l, (uint32_t)tag, (uint32_t)(tag >> 32));

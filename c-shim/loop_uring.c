@@ -461,8 +461,14 @@ static void handle_cqe(struct loop *l, struct io_uring_cqe *cqe)
         on_send(l, cqe, ud);
         break;
     case BUNRING_OP_WAKE:
+        /* stop(), or a second stop() with a shorter drain: keep listening for the next one. */
+        arm_wake_read(l);
         if (!l->stopping)
             begin_stop(l);
+        else if (loop_drain_ms(l) == 0)
+            force_close_all(l);
+        else
+            arm_timer(l, TIMER_DRAIN, loop_drain_ms(l)); /* the earlier of the two drain timers closes */
         break;
     case BUNRING_OP_TIMEOUT:
         on_timeout(l, ud);

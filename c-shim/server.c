@@ -10,6 +10,8 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <sched.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -17,32 +19,68 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+static bool in_range(uint32_t v, uint32_t min, uint32_t max) { return v >= min && v <= max; }
+
+/* Fills err with an EINVAL message and returns -EINVAL. */
+static int reject(struct bunring_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int reject(struct bunring_error *err, const char *fmt, ...)
+{
+    if (err) {
+        err->code = -EINVAL;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->message, sizeof(err->message), fmt, ap);
+        va_end(ap);
+    }
+    return -EINVAL;
+}
+
+/* The C ABI checks everything it is given, against the limits bunring.h defines (and exports). */
 static int check_config(const struct bunring_config *cfg, struct bunring_error *err)
 {
     if (cfg->backend != BUNRING_BACKEND_URING && cfg->backend != BUNRING_BACKEND_EPOLL)
-        return set_error(err, -EINVAL, "backend %u is not 0 (uring) or 1 (epoll)", cfg->backend), -EINVAL;
-    if (cfg->port > 65535)
-        return set_error(err, -EINVAL, "port %u is outside 0..65535", cfg->port), -EINVAL;
-    if (cfg->threads < 1 || cfg->threads > BUNRING_MAX_THREADS)
-        return set_error(err, -EINVAL, "threads %u is outside 1..%u", cfg->threads, BUNRING_MAX_THREADS), -EINVAL;
-    if (cfg->buffer_size < 512 || cfg->buffer_size > (1u << 20))
-        return set_error(err, -EINVAL, "bufferSize %u is outside 512..1048576", cfg->buffer_size), -EINVAL;
-    if (cfg->buffer_count < 16 || cfg->buffer_count > 32768 || (cfg->buffer_count & (cfg->buffer_count - 1)))
-        return set_error(err, -EINVAL, "bufferCount %u is not a power of two in 16..32768", cfg->buffer_count),
-               -EINVAL;
-    if (cfg->max_connections < cfg->threads || cfg->max_connections / cfg->threads > BUNRING_UD_MAX_SLOT)
-        return set_error(err, -EINVAL, "maxConnections %u is outside %u..%u", cfg->max_connections, cfg->threads,
-                         BUNRING_UD_MAX_SLOT),
-               -EINVAL;
-    if (cfg->max_pending_bytes < 1)
-        return set_error(err, -EINVAL, "maxPendingBytes must be at least 1"), -EINVAL;
-    if (cfg->backlog < 1)
-        return set_error(err, -EINVAL, "backlog must be at least 1"), -EINVAL;
+        return reject(err, "backend %u is not 0 (uring) or 1 (epoll)", cfg->backend);
+    if (cfg->port > BUNRING_PORT_MAX)
+        return reject(err, "port %u is outside 0..%u", cfg->port, BUNRING_PORT_MAX);
+    if (!in_range(cfg->threads, 1, BUNRING_MAX_THREADS))
+        return reject(err, "threads %u is outside 1..%u", cfg->threads, BUNRING_MAX_THREADS);
+    if (!in_range(cfg->buffer_size, BUNRING_BUFFER_SIZE_MIN, BUNRING_BUFFER_SIZE_MAX))
+        return reject(err, "bufferSize %u is outside %u..%u", cfg->buffer_size, BUNRING_BUFFER_SIZE_MIN, BUNRING_BUFFER_SIZE_MAX);
+    if (!in_range(cfg->buffer_count, BUNRING_BUFFER_COUNT_MIN, BUNRING_BUFFER_COUNT_MAX) ||
+        (cfg->buffer_count & (cfg->buffer_count - 1)))
+        return reject(err, "bufferCount %u is not a power of two in %u..%u", cfg->buffer_count, BUNRING_BUFFER_COUNT_MIN,
+               BUNRING_BUFFER_COUNT_MAX);
+    if (!in_range(cfg->max_connections, cfg->threads, BUNRING_MAX_CONNECTIONS_MAX))
+        return reject(err, "maxConnections %u is outside %u (threads)..%u", cfg->max_connections, cfg->threads,
+               BUNRING_MAX_CONNECTIONS_MAX);
+    if (!in_range(cfg->max_pending_bytes, BUNRING_MAX_PENDING_MIN, BUNRING_MAX_PENDING_MAX))
+        return reject(err, "maxPendingBytes %u is outside %u..%u", cfg->max_pending_bytes, BUNRING_MAX_PENDING_MIN,
+               BUNRING_MAX_PENDING_MAX);
+    uint32_t per_conn = conn_pause_buffers(cfg->max_pending_bytes, cfg->buffer_size);
+    if ((uint64_t)cfg->buffer_count < (uint64_t)BUNRING_POOL_MIN_CONNS * per_conn)
+        return reject(err, "bufferCount %u is too small for maxPendingBytes %u with bufferSize %u: one connection may hold "
+               "%u buffers and the pool must hold %u connections' worth (%u)",
+               cfg->buffer_count, cfg->max_pending_bytes, cfg->buffer_size, per_conn, BUNRING_POOL_MIN_CONNS,
+               BUNRING_POOL_MIN_CONNS * per_conn);
+    if (!in_range(cfg->backlog, 1, BUNRING_BACKLOG_MAX))
+        return reject(err, "backlog %u is outside 1..%u", cfg->backlog, BUNRING_BACKLOG_MAX);
+    if (cfg->drain_ms > BUNRING_DRAIN_MS_MAX)
+        return reject(err, "drainMs %u is outside 0..%u", cfg->drain_ms, BUNRING_DRAIN_MS_MAX);
+    if (cfg->idle_timeout_ms > BUNRING_IDLE_TIMEOUT_MS_MAX)
+        return reject(err, "idleTimeoutMs %u is outside 0..%u", cfg->idle_timeout_ms, BUNRING_IDLE_TIMEOUT_MS_MAX);
+    if (cfg->stall_timeout_ms > BUNRING_STALL_TIMEOUT_MS_MAX)
+        return reject(err, "stallTimeoutMs %u is outside 0..%u", cfg->stall_timeout_ms, BUNRING_STALL_TIMEOUT_MS_MAX);
+    if (cfg->flags & ~(uint32_t)BUNRING_FLAGS_ALL)
+        return reject(err, "flags 0x%x has undefined bits (defined: 0x%x)", cfg->flags, (unsigned)BUNRING_FLAGS_ALL);
     if (cfg->cpu_count > BUNRING_MAX_CPUS)
-        return set_error(err, -EINVAL, "cpus has %u entries, at most %u", cfg->cpu_count, BUNRING_MAX_CPUS), -EINVAL;
+        return reject(err, "cpus has %u entries, at most %u", cfg->cpu_count, BUNRING_MAX_CPUS);
+    cpu_set_t allowed;
+    CPU_ZERO(&allowed);
+    if (cfg->cpu_count > 0 && sched_getaffinity(0, sizeof(allowed), &allowed) != 0)
+        return reject(err, "cannot read this process's CPU affinity to check cpus: %s", strerror(errno));
     for (uint32_t i = 0; i < cfg->cpu_count; i++)
-        if (cfg->cpus[i] < 0 || cfg->cpus[i] >= CPU_SETSIZE)
-            return set_error(err, -EINVAL, "cpus[%u] = %d is not a valid cpu number", i, cfg->cpus[i]), -EINVAL;
+        if (cfg->cpus[i] < 0 || cfg->cpus[i] >= CPU_SETSIZE || !CPU_ISSET(cfg->cpus[i], &allowed))
+            return reject(err, "cpus entry %u (%d) is not a CPU this process may run on", i + 1, cfg->cpus[i]);
     return 0;
 }
 
@@ -126,15 +164,19 @@ static int open_listener(const struct bunring_config *cfg, const char *host, uin
     return 0;
 }
 
-static void pin_thread(struct loop *l)
+static int pin_thread(struct loop *l)
 {
     const struct bunring_config *cfg = &l->srv->cfg;
     if (cfg->cpu_count == 0)
-        return;
+        return 0;
+    int cpu = cfg->cpus[l->index % cfg->cpu_count];
     cpu_set_t set;
     CPU_ZERO(&set);
-    CPU_SET(cfg->cpus[l->index % cfg->cpu_count], &set);
-    pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+    CPU_SET(cpu, &set);
+    int e = pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+    if (e != 0)
+        set_error(&l->setup_err, -e, "could not pin loop %u to CPU %d: %s", l->index, cpu, strerror(e));
+    return -e;
 }
 
 static void finish_setup(struct loop *l, int code)
@@ -151,8 +193,9 @@ static void *loop_thread(void *arg)
 {
     struct loop *l = arg;
     bool uring = l->srv->cfg.backend == BUNRING_BACKEND_URING;
-    pin_thread(l);
-    int rc = uring ? uring_setup(l, &l->setup_err) : epoll_setup(l, &l->setup_err);
+    int rc = pin_thread(l);
+    if (rc == 0)
+        rc = uring ? uring_setup(l, &l->setup_err) : epoll_setup(l, &l->setup_err);
     if (rc == 0) {
         l->started = true;
         /* Wait for the other loops: if one fails, start() asks everyone to stop before serving. */
@@ -308,13 +351,18 @@ uint32_t bunring_server_features(const bunring_server *srv) { return srv->featur
 uint32_t bunring_server_threads(const bunring_server *srv) { return srv->nloops; }
 uint64_t *bunring_server_stats(bunring_server *srv) { return srv->stats_mem; }
 
-void bunring_server_stop(bunring_server *srv, uint32_t drain_ms)
+int32_t bunring_server_stop(bunring_server *srv, uint32_t drain_ms)
 {
-    if (__atomic_load_n(&srv->stop_requested, __ATOMIC_ACQUIRE))
-        return;
+    if (drain_ms > BUNRING_DRAIN_MS_MAX)
+        return -EINVAL;
+    /* Only the JS thread calls this, so the check and the store below do not race each other. */
+    if (__atomic_load_n(&srv->stop_requested, __ATOMIC_ACQUIRE) &&
+        drain_ms >= __atomic_load_n(&srv->stop_drain_ms, __ATOMIC_ACQUIRE))
+        return 0;
     __atomic_store_n(&srv->stop_drain_ms, drain_ms, __ATOMIC_RELEASE);
     __atomic_store_n(&srv->stop_requested, 1, __ATOMIC_RELEASE);
     wake_loops(srv);
+    return 0;
 }
 
 uint32_t bunring_server_done(const bunring_server *srv)
@@ -326,6 +374,7 @@ void bunring_server_free(bunring_server *srv)
 {
     if (!srv)
         return;
-    bunring_server_stop(srv, srv->cfg.drain_ms);
+    if (!__atomic_load_n(&srv->stop_requested, __ATOMIC_ACQUIRE))
+        bunring_server_stop(srv, srv->cfg.drain_ms);
     join_and_free(srv);
 }

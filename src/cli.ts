@@ -1,47 +1,37 @@
 // cli.ts — `bun run uring` / `bun run epoll` / `bun run serve`: parse flags (strict), validate them
 // before anything starts (usage errors exit 2), start the server, print one banner line, and on
 // SIGINT/SIGTERM stop gracefully, print the final stats and exit 0.
+import { parseCpuList } from "./cpus.ts";
 import { parseFlags, UsageError } from "./flags.ts";
 import { probe, serve, type Server, type ServerStats } from "./index.ts";
-import { allowedValues, DEFAULTS, resolveOptions, type IntegerOption, type Labels, type ServeOptions } from "./options.ts";
+import { OPTION_TABLE, type OptionName } from "./option-table.ts";
+import { allowedValues, resolveOptions, type Labels, type ServeOptions } from "./options.ts";
 
-const USAGE = `Usage: bun src/cli.ts [options]    (bun run uring | bun run epoll | bun run serve -- [options])
+function usage(): string {
+  const rows = OPTION_TABLE.map((o) => {
+    const left = `  ${o.flag}${"valueName" in o ? ` ${o.valueName}` : ""}`;
+    const zero = o.kind.type === "integer" && "zeroMeans" in o.kind ? `, 0 = ${o.kind.zeroMeans}` : "";
+    const dflt = o.default === undefined || o.default === false ? "" : ` (default ${o.default}${zero})`;
+    return `${left.padEnd(30)}${o.help}${dflt}`;
+  });
+  return `Usage: bun src/cli.ts [options]    (bun run uring | bun run epoll | bun run serve -- [options])
 
 A TCP echo server on io_uring or epoll.
 
 Options:
-  --backend uring|epoll|auto  event loop (default ${DEFAULTS.backend}; auto = io_uring if usable, else epoll)
-  --host ADDR                 IPv4/IPv6 address or localhost (default ${DEFAULTS.host})
-  --port N                    TCP port, 0 = any free port (default ${DEFAULTS.port})
-  --threads N                 event loops, one thread each (default ${DEFAULTS.threads})
-  --cpu LIST                  pin loop i to the i-th CPU of LIST, e.g. 0 or 0,1
-  --buffer-size N             bytes per receive buffer (default ${DEFAULTS.bufferSize})
-  --buffers N                 receive buffers per loop, a power of two (default ${DEFAULTS.bufferCount})
-  --max-connections N         open connections at most (default ${DEFAULTS.maxConnections})
-  --max-pending N             unechoed bytes per connection before it pauses (default ${DEFAULTS.maxPendingBytes})
-  --backlog N                 listen backlog (default ${DEFAULTS.backlog})
-  --drain-ms N                on stop, time for in-flight echoes to finish (default ${DEFAULTS.drainMs})
-  --idle-timeout N            close connections idle N ms, 0 = never (default ${DEFAULTS.idleTimeoutMs})
-  --sqpoll                    io_uring: kernel submission polling thread
-  -h, --help                  show this help
+${rows.join("\n")}
+${"  -h, --help".padEnd(30)}show this help
 `;
+}
 
 /** Flag name for each API option, so validation messages name what the user typed. */
-const FLAGS: Labels = {
-  backend: "--backend",
-  host: "--host",
-  port: "--port",
-  threads: "--threads",
-  cpus: "--cpu",
-  bufferSize: "--buffer-size",
-  bufferCount: "--buffers",
-  maxConnections: "--max-connections",
-  maxPendingBytes: "--max-pending",
-  backlog: "--backlog",
-  drainMs: "--drain-ms",
-  idleTimeoutMs: "--idle-timeout",
-  sqpoll: "--sqpoll",
-};
+const FLAGS: Labels = Object.fromEntries(OPTION_TABLE.map((o) => [o.name, o.flag]));
+
+/** parseArgs' spec: every table flag, plus --help. */
+const PARSE_OPTIONS = Object.fromEntries([
+  ...OPTION_TABLE.map((o) => [o.flag.slice(2), { type: o.kind.type === "boolean" ? "boolean" : "string" }] as const),
+  ["help", { type: "boolean", short: "h" }] as const,
+]) as Record<string, { type: "string" | "boolean"; short?: string }>;
 
 function usageFail(message: string): never {
   process.stderr.write(`bunring: ${message.replace(/^bunring: /, "")} (see --help)\n`);
@@ -49,67 +39,36 @@ function usageFail(message: string): never {
 }
 
 /** A whole number as typed: digits only, and small enough to be exact (else the message shows 1e+23). */
-function integerFlag(key: IntegerOption, raw: string | undefined): number | undefined {
-  if (raw === undefined) return undefined;
+function integerFlag(name: OptionName, flag: string, raw: string): number {
   if (!/^\d+$/.test(raw) || !Number.isSafeInteger(Number(raw))) {
-    throw new UsageError(`${FLAGS[key]} must be ${allowedValues(key)}, got ${JSON.stringify(raw)}`);
+    throw new UsageError(`${flag} must be ${allowedValues(name as Parameters<typeof allowedValues>[0])}, got ${JSON.stringify(raw)}`);
   }
   return Number(raw);
 }
 
-/** Digits only per entry; the range is resolveOptions' to check, like every other option's. */
-function cpuListFlag(raw: string | undefined): number[] | undefined {
-  if (raw === undefined) return undefined;
-  return raw.split(",").map((entry) => {
-    const cpu = entry.trim();
-    if (!/^\d+$/.test(cpu) || !Number.isSafeInteger(Number(cpu))) {
-      throw new UsageError(`${FLAGS.cpus} must be a comma-separated list of ${allowedValues("cpus")}, got ${JSON.stringify(raw)}`);
-    }
-    return Number(cpu);
-  });
+/** "0,1" or "0-3": the shape is checked here, each CPU by resolveOptions like every other option. */
+function cpuListFlag(flag: string, raw: string): number[] {
+  const cpus = parseCpuList(raw);
+  if (!cpus) throw new UsageError(`${flag} must be a list such as 0,1 or 0-3 of ${allowedValues("cpus")}, got ${JSON.stringify(raw)}`);
+  return cpus;
 }
-
-const PARSE_OPTIONS = {
-  backend: { type: "string" },
-  host: { type: "string" },
-  port: { type: "string" },
-  threads: { type: "string" },
-  cpu: { type: "string" },
-  "buffer-size": { type: "string" },
-  buffers: { type: "string" },
-  "max-connections": { type: "string" },
-  "max-pending": { type: "string" },
-  backlog: { type: "string" },
-  "drain-ms": { type: "string" },
-  "idle-timeout": { type: "string" },
-  sqpoll: { type: "boolean" },
-  help: { type: "boolean", short: "h" },
-} as const;
 
 function parse(argv: string[]): ServeOptions {
   const { values, positionals } = parseFlags(argv, PARSE_OPTIONS);
   if (values.help) {
-    process.stdout.write(USAGE);
+    process.stdout.write(usage());
     process.exit(0);
   }
   if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
   const opts: Record<string, unknown> = {};
-  const put = (key: keyof ServeOptions, value: unknown) => {
-    if (value !== undefined) opts[key] = value;
-  };
-  put("backend", values.backend);
-  put("host", values.host);
-  put("port", integerFlag("port", values.port));
-  put("threads", integerFlag("threads", values.threads));
-  put("cpus", cpuListFlag(values.cpu));
-  put("bufferSize", integerFlag("bufferSize", values["buffer-size"]));
-  put("bufferCount", integerFlag("bufferCount", values.buffers));
-  put("maxConnections", integerFlag("maxConnections", values["max-connections"]));
-  put("maxPendingBytes", integerFlag("maxPendingBytes", values["max-pending"]));
-  put("backlog", integerFlag("backlog", values.backlog));
-  put("drainMs", integerFlag("drainMs", values["drain-ms"]));
-  put("idleTimeoutMs", integerFlag("idleTimeoutMs", values["idle-timeout"]));
-  put("sqpoll", values.sqpoll);
+  for (const o of OPTION_TABLE) {
+    const raw = values[o.flag.slice(2)];
+    if (raw === undefined) continue;
+    if (typeof raw === "boolean") opts[o.name] = raw;
+    else if (o.kind.type === "integer") opts[o.name] = integerFlag(o.name, o.flag, raw as string);
+    else if (o.kind.type === "cpus") opts[o.name] = cpuListFlag(o.flag, raw as string);
+    else opts[o.name] = raw;
+  }
   resolveOptions(opts, FLAGS); // every check, with flag names, before anything starts
   return opts as ServeOptions;
 }
@@ -128,6 +87,7 @@ function statsLine(s: ServerStats): string {
     `shortSends=${s.shortSends}`,
     `enobufs=${s.enobufs}`,
     `pauses=${s.pauses}`,
+    `closedStalled=${s.connClosedStalled}`,
     `allocsAfterStart=${s.allocsAfterStart}`,
     `errors=${s.errors}`,
   ].join(" ");
@@ -153,7 +113,12 @@ function main(): void {
   const keepAlive = setInterval(() => {}, 1 << 30);
   let stopping = false;
   const shutdown = async (signal: string) => {
-    if (stopping) return;
+    if (stopping) {
+      // A second signal during the drain: close every connection now.
+      process.stderr.write(`bunring: ${signal} again: closing every connection now\n`);
+      void server.stop({ drainMs: 0 });
+      return;
+    }
     stopping = true;
     await server.stop();
     clearInterval(keepAlive);

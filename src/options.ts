@@ -1,11 +1,21 @@
-// options.ts — checks every serve() option before anything starts and turns them into the complete
-// native config. Each message names the option (or, from the CLI, the flag), the value it got and what
-// is allowed: TypeError for the wrong kind of value, RangeError for a value out of range.
+// options.ts — checks every serve() option against src/option-table.ts before anything starts and
+// turns them into the complete native config. Each message names the option (or, from the CLI, the
+// flag), the value it got and what is allowed: TypeError for the wrong kind of value, RangeError for a
+// value out of range or a combination the rules forbid.
 import { isIPv4, isIPv6 } from "node:net";
-import { availableParallelism } from "node:os";
-import { MAX_CPUS, MAX_THREADS, type NativeConfig } from "../ffi/index.ts";
+import { MAX_CPUS, nativeLimit, type NativeConfig } from "../ffi/server.ts";
+import { allowedCpus, formatCpuList } from "./cpus.ts";
+import {
+  OPTION_RULES,
+  OPTION_TABLE,
+  optionSpec,
+  type Backend,
+  type IntegerOptionName,
+  type OptionName,
+  type OptionSpec,
+} from "./option-table.ts";
 
-export type Backend = "uring" | "epoll";
+export type { Backend } from "./option-table.ts";
 
 export interface ServeOptions {
   /** "uring" (default), "epoll", or "auto": io_uring when the kernel allows it, else epoll. */
@@ -24,7 +34,7 @@ export interface ServeOptions {
   bufferCount?: number;
   /** Connections open at once across all loops; more are closed at once and counted. Default 65536. */
   maxConnections?: number;
-  /** Unechoed bytes one connection may hold before receiving from it pauses. Default 65536. */
+  /** Unsent bytes one connection may hold before receiving from it pauses. Default 65536. */
   maxPendingBytes?: number;
   /** listen(2) backlog. Default 4096. */
   backlog?: number;
@@ -32,6 +42,8 @@ export interface ServeOptions {
   drainMs?: number;
   /** Close connections that moved no byte for this long; 0 = never. Default 0. */
   idleTimeoutMs?: number;
+  /** While the buffer pool is short, close a paused peer that has not read for this long. Default 10000. */
+  stallTimeoutMs?: number;
   /** io_uring: use a kernel submission-polling thread (SQPOLL). Default false. */
   sqpoll?: boolean;
 }
@@ -42,41 +54,15 @@ export interface ResolvedOptions {
   config: Omit<NativeConfig, "backend">;
 }
 
-export const DEFAULTS = {
-  backend: "uring",
-  host: "127.0.0.1",
-  port: 6379,
-  threads: 1,
-  bufferSize: 2048,
-  bufferCount: 4096,
-  maxConnections: 65536,
-  maxPendingBytes: 65536,
-  backlog: 4096,
-  drainMs: 5000,
-  idleTimeoutMs: 0,
-  sqpoll: false,
-} as const;
+/** The defaults, from the table. */
+export const DEFAULTS = Object.freeze(
+  Object.fromEntries(OPTION_TABLE.filter((o) => o.default !== undefined).map((o) => [o.name, o.default])),
+) as Readonly<{ [K in Exclude<OptionName, "cpus">]: Extract<(typeof OPTION_TABLE)[number], { name: K }>["default"] }>;
 
-type IntegerRange = { min: number; max: number; powerOfTwo?: boolean };
-
-/** Integer options: allowed range, and whether the value must be a power of two. */
-const INTEGER_RANGES = {
-  port: { min: 0, max: 65535 },
-  threads: { min: 1, max: MAX_THREADS },
-  bufferSize: { min: 512, max: 1 << 20 },
-  bufferCount: { min: 16, max: 32768, powerOfTwo: true },
-  maxConnections: { min: 1, max: 1_000_000 },
-  maxPendingBytes: { min: 1024, max: 1 << 30 },
-  backlog: { min: 1, max: 65535 },
-  drainMs: { min: 0, max: 3_600_000 },
-  idleTimeoutMs: { min: 0, max: 86_400_000 },
-} as const satisfies Record<string, IntegerRange>;
-
-export type IntegerOption = keyof typeof INTEGER_RANGES;
-const OPTION_NAMES = [...Object.keys(INTEGER_RANGES), "backend", "host", "cpus", "sqpoll"] as const;
+const OPTION_NAMES: readonly string[] = OPTION_TABLE.map((o) => o.name);
 
 /** How an option is called in messages: the API name, or a CLI flag. */
-export type Labels = Partial<Record<keyof ServeOptions, string>>;
+export type Labels = Partial<Record<OptionName, string>>;
 
 function show(value: unknown): string {
   if (typeof value === "string") return JSON.stringify(value);
@@ -86,14 +72,25 @@ function show(value: unknown): string {
   return String(value);
 }
 
+type IntegerRange = { min: number; max: number; powerOfTwo?: boolean };
+
+function integerRange(spec: OptionSpec): IntegerRange {
+  if (spec.kind.type !== "integer") throw new Error(`bunring: ${spec.name} is not an integer option`);
+  const { min, max } = nativeLimit(spec.kind.cField);
+  return { min, max, ...(spec.kind.powerOfTwo ? { powerOfTwo: true } : {}) };
+}
+
 function describeRange(range: IntegerRange): string {
   return range.powerOfTwo ? `a power of two from ${range.min} to ${range.max}` : `an integer from ${range.min} to ${range.max}`;
 }
 
+function describeCpus(): string {
+  return `CPU numbers this process may run on (${formatCpuList(allowedCpus())})`;
+}
+
 /** What an integer option accepts, in words ("an integer from 0 to 65535"); for cpus, one entry. */
-export function allowedValues(key: IntegerOption | "cpus"): string {
-  if (key === "cpus") return `CPU numbers from 0 to ${availableParallelism() - 1}`;
-  return describeRange(INTEGER_RANGES[key]);
+export function allowedValues(name: IntegerOptionName | "cpus"): string {
+  return name === "cpus" ? describeCpus() : describeRange(integerRange(optionSpec(name)));
 }
 
 function checkInteger(label: string, value: unknown, range: IntegerRange): number {
@@ -124,15 +121,53 @@ export function normalizeHost(label: string, value: unknown): string {
 }
 
 function checkCpus(label: string, value: unknown): number[] {
-  const online = availableParallelism();
   if (!Array.isArray(value)) {
-    throw new TypeError(`bunring: ${label} must be an array of CPU numbers from 0 to ${online - 1}, got ${show(value)}`);
+    throw new TypeError(`bunring: ${label} must be an array of ${describeCpus()}, got ${show(value)}`);
   }
   if (value.length > MAX_CPUS) {
     throw new RangeError(`bunring: ${label} may list at most ${MAX_CPUS} CPUs, got ${value.length}`);
   }
+  const allowed = new Set(allowedCpus());
+  const cpus: number[] = [];
   // Named as the list, not as label[i]: reads the same for the API's array and the CLI's "--cpu 0,1".
-  return value.map((cpu, i) => checkInteger(`${label} (entry ${i + 1} of ${value.length})`, cpu, { min: 0, max: online - 1 }));
+  for (let i = 0; i < value.length; i++) {
+    const entry = `${label} (entry ${i + 1} of ${value.length})`;
+    if (!(i in value)) throw new TypeError(`bunring: ${entry} is missing (a sparse array); list ${describeCpus()}`);
+    const cpu = value[i] as unknown;
+    if (typeof cpu !== "number" || !Number.isInteger(cpu) || !allowed.has(cpu)) {
+      const Kind = typeof cpu === "number" ? RangeError : TypeError;
+      throw new Kind(`bunring: ${entry} must be one of the ${describeCpus()}, got ${show(cpu)}`);
+    }
+    cpus.push(cpu);
+  }
+  return cpus;
+}
+
+function checkBackend(label: string, value: unknown): Backend | "auto" {
+  if (value === "uring" || value === "epoll" || value === "auto") return value;
+  throw new (typeof value === "string" ? RangeError : TypeError)(`bunring: ${label} must be "uring", "epoll" or "auto", got ${show(value)}`);
+}
+
+function checkBoolean(label: string, value: unknown): boolean {
+  if (typeof value !== "boolean") throw new TypeError(`bunring: ${label} must be true or false, got ${show(value)}`);
+  return value;
+}
+
+/** One option's value checked by its kind (the default when undefined). */
+function checkOption(spec: OptionSpec, label: string, value: unknown): unknown {
+  if (value === undefined) return spec.default;
+  switch (spec.kind.type) {
+    case "integer":
+      return checkInteger(label, value, integerRange(spec));
+    case "boolean":
+      return checkBoolean(label, value);
+    case "backend":
+      return checkBackend(label, value);
+    case "host":
+      return normalizeHost(label, value);
+    case "cpus":
+      return checkCpus(label, value);
+  }
 }
 
 /** Validates serve() options; throws TypeError/RangeError naming the first bad one. */
@@ -143,53 +178,44 @@ export function resolveOptions(options: unknown, labels: Labels = {}): ResolvedO
   }
   const o = options as Record<string, unknown>;
   for (const key of Object.keys(o)) {
-    if (!(OPTION_NAMES as readonly string[]).includes(key)) {
+    if (!OPTION_NAMES.includes(key)) {
       throw new TypeError(`bunring: unknown option ${show(key)}; allowed options: ${OPTION_NAMES.join(", ")}`);
     }
   }
-  const label = (key: keyof ServeOptions) => labels[key] ?? key;
-  const integer = (key: IntegerOption): number =>
-    o[key] === undefined ? DEFAULTS[key] : checkInteger(label(key), o[key], INTEGER_RANGES[key]);
-
-  const backend = o.backend === undefined ? DEFAULTS.backend : o.backend;
-  if (backend !== "uring" && backend !== "epoll" && backend !== "auto") {
-    throw new (typeof backend === "string" ? RangeError : TypeError)(
-      `bunring: ${label("backend")} must be "uring", "epoll" or "auto", got ${show(backend)}`,
-    );
-  }
-  const host = normalizeHost(label("host"), o.host === undefined ? DEFAULTS.host : o.host);
-  const threads = integer("threads");
-  const maxConnections = integer("maxConnections");
-  if (maxConnections < threads) {
-    throw new RangeError(`bunring: ${label("maxConnections")} (${maxConnections}) must be at least ${label("threads")} (${threads})`);
-  }
-  const sqpoll = o.sqpoll === undefined ? DEFAULTS.sqpoll : o.sqpoll;
-  if (typeof sqpoll !== "boolean") {
-    throw new TypeError(`bunring: ${label("sqpoll")} must be true or false, got ${show(sqpoll)}`);
-  }
-  if (sqpoll && backend === "epoll") {
-    throw new RangeError(`bunring: ${label("sqpoll")} needs backend "uring" (or "auto"), got backend "epoll"`);
+  const label = (name: OptionName) => labels[name] ?? name;
+  const v: Record<string, unknown> = {};
+  for (const spec of OPTION_TABLE) v[spec.name] = checkOption(spec, label(spec.name), o[spec.name]);
+  const r = v as {
+    backend: Backend | "auto";
+    host: string;
+    cpus: number[] | undefined;
+    sqpoll: boolean;
+  } & Record<IntegerOptionName, number>;
+  for (const rule of OPTION_RULES) {
+    const reason = rule.check(r, label);
+    if (reason !== undefined) throw new RangeError(`bunring: ${reason}`);
   }
   return {
-    backend,
-    host,
+    backend: r.backend,
+    host: r.host,
     config: {
-      port: integer("port"),
-      threads,
-      bufferSize: integer("bufferSize"),
-      bufferCount: integer("bufferCount"),
-      maxConnections,
-      maxPendingBytes: integer("maxPendingBytes"),
-      backlog: integer("backlog"),
-      drainMs: integer("drainMs"),
-      idleTimeoutMs: integer("idleTimeoutMs"),
-      cpus: o.cpus === undefined ? [] : checkCpus(label("cpus"), o.cpus),
-      sqpoll,
+      port: r.port,
+      threads: r.threads,
+      bufferSize: r.bufferSize,
+      bufferCount: r.bufferCount,
+      maxConnections: r.maxConnections,
+      maxPendingBytes: r.maxPendingBytes,
+      backlog: r.backlog,
+      drainMs: r.drainMs,
+      idleTimeoutMs: r.idleTimeoutMs,
+      stallTimeoutMs: r.stallTimeoutMs,
+      cpus: r.cpus ?? [],
+      sqpoll: r.sqpoll,
     },
   };
 }
 
 /** Checks a stop() drain time. */
 export function checkDrainMs(value: unknown): number {
-  return checkInteger("stop({ drainMs })", value, INTEGER_RANGES.drainMs);
+  return checkInteger("stop({ drainMs })", value, integerRange(optionSpec("drainMs")));
 }

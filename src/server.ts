@@ -2,7 +2,7 @@
 // the shim's loops (synchronously: the server listens when serve() returns), turns shim errors into
 // Errors that say what to do, reads live counters, and stops gracefully without blocking the JS thread.
 import { constants } from "node:os";
-import { probeNative, startNative, type NativeError, type NativeServer, type NativeStats } from "../ffi/index.ts";
+import { probeNative, startNative, type NativeError, type NativeServer, type NativeStats } from "../ffi/server.ts";
 import { checkDrainMs, resolveOptions, type Backend, type ServeOptions } from "./options.ts";
 
 export type ServerStats = NativeStats;
@@ -20,7 +20,10 @@ export interface Server {
   readonly stopped: boolean;
   /** Live counters summed over all loops (the final values once stopped). */
   stats(): ServerStats;
-  /** Stops accepting, lets in-flight echoes finish for up to drainMs, closes everything, frees. */
+  /**
+   * Stops accepting, lets in-flight echoes finish for up to drainMs, closes everything, frees. Called
+   * again while stopping, a shorter drainMs brings the deadline closer (0 closes every connection now).
+   */
   stop(options?: { drainMs?: number }): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
 }
@@ -79,10 +82,15 @@ function wrap(native: NativeServer, backend: Backend, host: string, drainDefault
   let finalStats: ServerStats | undefined;
   let stopping: Promise<void> | undefined;
   const stop = (options?: { drainMs?: number }): Promise<void> => {
-    if (stopping) return stopping;
-    const drainMs = options?.drainMs === undefined ? drainDefault : checkDrainMs(options.drainMs);
-    native.stop(drainMs);
-    stopping = until(() => native.done()).then(() => {
+    let drainMs: number;
+    try {
+      drainMs = options?.drainMs === undefined ? drainDefault : checkDrainMs(options.drainMs);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    // Called again during the drain: a shorter drainMs moves the deadline closer (0 closes now).
+    if (finalStats === undefined) native.stop(drainMs);
+    stopping ??= until(() => native.done()).then(() => {
       finalStats = native.readStats();
       native.free();
     });

@@ -758,8 +758,10 @@ static void scenario_abi(void)
 {
     const char *ctx = "abi";
     check(bunring_abi_version() == BUNRING_ABI_VERSION, ctx, "abi version %u", bunring_abi_version());
-    check(bunring_config_size() == sizeof(struct bunring_config), ctx, "config size %u vs %zu", bunring_config_size(),
-          sizeof(struct bunring_config));
+    uint32_t where[2] = {0, 0};
+    const char *first = bunring_layout_entry(0, where);
+    check(first != NULL && where[1] == sizeof(struct bunring_config), ctx, "layout entry 0 is %s of %u bytes, config is %zu",
+          first ? first : "NULL", where[1], sizeof(struct bunring_config));
     check(bunring_stat_count() == BUNRING_STAT_COUNT, ctx, "stat count %u", bunring_stat_count());
     for (uint32_t i = 0; i < BUNRING_STAT_COUNT; i++)
         check(bunring_stat_name(i) != NULL && bunring_stat_name(i)[0] != '\0', ctx, "stat %u has no name", i);
