@@ -43,9 +43,8 @@ enum bunring_backend {
 #define BUNRING_DRAIN_MS_MAX 3600000u
 #define BUNRING_IDLE_TIMEOUT_MS_MAX 86400000u
 #define BUNRING_STALL_TIMEOUT_MS_MAX 86400000u
-/* The pool must hold what this many connections may hold at their pause limit (see conn.c):
- * buffer_count >= BUNRING_POOL_MIN_CONNS * 2 * ceil(max_pending_bytes / buffer_size). */
-#define BUNRING_POOL_MIN_CONNS 2u
+/* The pool must hold what one connection may hold at its pause limit (see conn.c):
+ * buffer_count >= max(4, 2 * ceil(max_pending_bytes / buffer_size)). */
 
 /* Server configuration. Every field is validated again by the shim against the limits above (the TS
  * side validates first and names the option as the user spelled it). Layout: ffi/ reads every offset

@@ -1,8 +1,24 @@
 /*
  * conn.c — what both event loops share: the connection table (slots with generations, a free list),
  * each connection's queue of received-but-unechoed buffers (linked through per-buffer arrays, so a
- * queue costs no memory of its own), the pause limits, the starved list, and the loop's allocation
- * helper that counts any allocation made after the loop started.
+ * queue costs no memory of its own), the pause limits, the starved list, the policy for peers that
+ * stop reading (below, "Stalled peers"), and the loop's allocation helper that counts any allocation
+ * made after the loop started.
+ *
+ * Stalled peers. A connection whose peer does not read pauses at maxPendingBytes, but keeps the pool
+ * buffers it holds; enough such peers would hold the whole pool and nobody else could be served.
+ * The policy, the same on both backends:
+ *   1. A reserve: a quarter of the pool is kept for connections that are not paused. When the free
+ *      buffers fall to the reserve ("pressure"), a connection pauses as soon as it holds
+ *      PRESSURE_PAUSE_BUFFERS buffers, so every further paused peer costs at most that many.
+ *   2. A grace: under pressure, a connection that is paused and whose peer has read nothing of its
+ *      echo for stallTimeoutMs is closed, longest stall first, counted as connClosedStalled. A peer
+ *      that starts reading again before then gets every byte back (any progress restarts its clock).
+ *   3. Only when nothing else keeps the server serving — no buffer is free and a connection waits
+ *      for one — the grace shrinks to EXHAUSTED_STALL_MS: a paused peer that has read nothing for
+ *      that long is closed, one at a time until buffers come back. Paused peers that are reading,
+ *      however slowly, are never closed for it: their buffers are coming back anyway.
+ * Memory stays what the pool was at start: nothing is copied out of it.
  */
 #include "internal.h"
 
@@ -12,6 +28,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#define PRESSURE_PAUSE_BUFFERS 2u /* per-connection buffer limit while the pool is under pressure */
+#define EXHAUSTED_STALL_MS 50u    /* the grace when no buffer is free and a connection waits for one */
+
+static void paused_progress(struct loop *l, struct conn *c);
 
 void set_error(struct bunring_error *err, int code, const char *fmt, ...)
 {
@@ -52,8 +73,10 @@ int loop_alloc_tables(struct loop *l, struct bunring_error *err)
 {
     const struct bunring_config *cfg = &l->srv->cfg;
     uint32_t n = l->srv->nloops;
-    /* Split exactly: the first (max % n) loops take one more, so the total is maxConnections. */
-    l->max_conns = cfg->max_connections / n + (l->index < cfg->max_connections % n ? 1u : 0u);
+    /* maxConnections is a total across loops (srv->open_total): any loop may hold all of them. The
+     * table is only address space until slots are used (see conn_open). */
+    (void)n;
+    l->max_conns = cfg->max_connections < BUNRING_UD_MAX_SLOT ? cfg->max_connections : BUNRING_UD_MAX_SLOT;
     l->buf_size = cfg->buffer_size;
     l->buf_count = cfg->buffer_count;
     l->conns = loop_alloc(l, sizeof(struct conn) * l->max_conns);
@@ -78,6 +101,10 @@ int loop_alloc_tables(struct loop *l, struct bunring_error *err)
 
     l->pause_bytes = cfg->max_pending_bytes;
     l->pause_buffers = conn_pause_buffers(cfg->max_pending_bytes, l->buf_size);
+    l->paused_head = NO_SLOT;
+    l->paused_tail = NO_SLOT;
+    l->reserve_bufs = l->buf_count / 4;
+    l->stall_ms = cfg->stall_timeout_ms;
     l->idle_ms = cfg->idle_timeout_ms;
     stat_add(l, BUNRING_STAT_BUFFERS_TOTAL, l->buf_count);
     return 0;
@@ -106,12 +133,18 @@ uint32_t conn_pause_buffers(uint32_t max_pending_bytes, uint32_t buffer_size)
 struct conn *conn_open(struct loop *l, int fd)
 {
     struct conn *c;
+    uint32_t *total = &l->srv->open_total;
+    if (__atomic_add_fetch(total, 1, __ATOMIC_ACQ_REL) > l->srv->cfg.max_connections) {
+        __atomic_sub_fetch(total, 1, __ATOMIC_ACQ_REL);
+        return NULL;
+    }
     if (l->free_head != NO_SLOT) {
         c = &l->conns[l->free_head];
         l->free_head = c->next;
     } else if (l->fresh_slots < l->max_conns) {
         c = &l->conns[l->fresh_slots++];
     } else {
+        __atomic_sub_fetch(total, 1, __ATOMIC_ACQ_REL);
         return NULL;
     }
     uint32_t gen = c->gen;
@@ -122,6 +155,8 @@ struct conn *conn_open(struct loop *l, int fd)
     c->q_head = NO_BUF;
     c->q_tail = NO_BUF;
     c->next = NO_SLOT;
+    c->paused_prev = NO_SLOT;
+    c->paused_next = NO_SLOT;
     c->last_active = l->now_ms;
     l->open_conns++;
     stat_add(l, BUNRING_STAT_CONN_ACCEPTED, 1);
@@ -153,10 +188,12 @@ int conn_release(struct loop *l, struct conn *c)
     int fd = c->fd;
     if (c->flags & CONN_STARVED)
         starved_unlink(l, c); /* rare: a starved connection that closes */
-    if (c->flags & CONN_PAUSED)
-        stat_sub(l, BUNRING_STAT_PAUSED_NOW, 1);
+    conn_unpause(l, c);
+    if (c->close_reason == BUNRING_STAT_CONN_CLOSED_STALLED && l->stall_closing > 0)
+        l->stall_closing--;
     stat_add(l, (enum bunring_stat)c->close_reason, 1);
     stat_sub(l, BUNRING_STAT_CONN_OPEN, 1);
+    __atomic_sub_fetch(&l->srv->open_total, 1, __ATOMIC_ACQ_REL);
     c->fd = -1;
     c->flags = 0;
     c->gen = (c->gen + 1) & BUNRING_UD_MAX_GEN;
@@ -189,6 +226,10 @@ void queue_push(struct loop *l, struct conn *c, uint16_t bid, uint32_t len)
     c->held++;
     l->bufs_queued++;
     stat_add(l, BUNRING_STAT_BUFFERS_IN_USE, 1);
+    if (c->flags & CONN_PAUSED) {
+        l->paused_bufs++;
+        stat_add(l, BUNRING_STAT_BUFFERS_PAUSED, 1);
+    }
 }
 
 uint16_t queue_pop(struct loop *l, struct conn *c)
@@ -202,6 +243,10 @@ uint16_t queue_pop(struct loop *l, struct conn *c)
     c->held--;
     l->bufs_queued--;
     stat_sub(l, BUNRING_STAT_BUFFERS_IN_USE, 1);
+    if (c->flags & CONN_PAUSED) {
+        l->paused_bufs--;
+        stat_sub(l, BUNRING_STAT_BUFFERS_PAUSED, 1);
+    }
     return bid;
 }
 
@@ -209,6 +254,8 @@ uint16_t queue_consume(struct loop *l, struct conn *c, uint32_t *bytes)
 {
     if (*bytes == 0 || c->q_head == NO_BUF)
         return NO_BUF;
+    if (c->flags & CONN_PAUSED)
+        paused_progress(l, c);
     uint32_t head_left = l->buf_len[c->q_head] - c->head_off;
     if (*bytes >= head_left) {
         *bytes -= head_left;
@@ -220,15 +267,125 @@ uint16_t queue_consume(struct loop *l, struct conn *c, uint32_t *bytes)
     return NO_BUF;
 }
 
+static uint32_t buffer_limit(const struct loop *l)
+{
+    return l->pressure ? PRESSURE_PAUSE_BUFFERS : l->pause_buffers;
+}
+
 bool conn_over_limit(const struct loop *l, const struct conn *c)
 {
-    return c->pending >= l->pause_bytes || c->held >= l->pause_buffers;
+    return c->pending >= l->pause_bytes || c->held >= buffer_limit(l);
 }
 
 /* Resume receiving once the backlog is down to half the limit (hysteresis avoids flapping). */
 bool conn_below_resume(const struct loop *l, const struct conn *c)
 {
-    return c->pending <= l->pause_bytes / 2 && c->held <= l->pause_buffers / 2;
+    return c->pending <= l->pause_bytes / 2 && c->held <= buffer_limit(l) / 2;
+}
+
+static void paused_link_tail(struct loop *l, struct conn *c)
+{
+    uint32_t slot = conn_slot(l, c);
+    c->paused_next = NO_SLOT;
+    c->paused_prev = l->paused_tail;
+    if (l->paused_tail == NO_SLOT)
+        l->paused_head = slot;
+    else
+        l->conns[l->paused_tail].paused_next = slot;
+    l->paused_tail = slot;
+}
+
+static void paused_unlink(struct loop *l, struct conn *c)
+{
+    if (c->paused_prev == NO_SLOT)
+        l->paused_head = c->paused_next;
+    else
+        l->conns[c->paused_prev].paused_next = c->paused_next;
+    if (c->paused_next == NO_SLOT)
+        l->paused_tail = c->paused_prev;
+    else
+        l->conns[c->paused_next].paused_prev = c->paused_prev;
+    c->paused_prev = NO_SLOT;
+    c->paused_next = NO_SLOT;
+}
+
+/* The peer read some of a paused connection's echo: its stall clock restarts, and the list stays
+ * ordered by how long each peer has read nothing. */
+static void paused_progress(struct loop *l, struct conn *c)
+{
+    c->paused_since = l->now_ms;
+    if (l->paused_tail != conn_slot(l, c)) {
+        paused_unlink(l, c);
+        paused_link_tail(l, c);
+    }
+}
+
+void conn_pause(struct loop *l, struct conn *c)
+{
+    if (c->flags & CONN_PAUSED)
+        return;
+    c->flags |= CONN_PAUSED;
+    c->paused_since = l->now_ms;
+    paused_link_tail(l, c);
+    l->paused_bufs += c->held;
+    stat_add(l, BUNRING_STAT_BUFFERS_PAUSED, c->held);
+    stat_add(l, BUNRING_STAT_PAUSES, 1);
+    stat_add(l, BUNRING_STAT_PAUSED_NOW, 1);
+}
+
+void conn_unpause(struct loop *l, struct conn *c)
+{
+    if (!(c->flags & CONN_PAUSED))
+        return;
+    c->flags &= ~(uint32_t)CONN_PAUSED;
+    paused_unlink(l, c);
+    l->paused_bufs -= c->held;
+    stat_sub(l, BUNRING_STAT_BUFFERS_PAUSED, c->held);
+    stat_sub(l, BUNRING_STAT_PAUSED_NOW, 1);
+}
+
+static uint32_t free_buffers(const struct loop *l)
+{
+    return l->buf_count - l->bufs_queued;
+}
+
+void pool_update_pressure(struct loop *l)
+{
+    bool pressure = free_buffers(l) <= l->reserve_bufs;
+    if (pressure && !l->pressure)
+        stat_add(l, BUNRING_STAT_PRESSURE_EVENTS, 1);
+    l->pressure = pressure;
+}
+
+/* How long a paused peer may read nothing before it is closed, now: the configured grace, or
+ * EXHAUSTED_STALL_MS while no buffer is free and a connection waits for one. */
+static uint32_t stall_grace(const struct loop *l)
+{
+    bool exhausted = free_buffers(l) == 0 && l->starved_head != NO_SLOT;
+    return exhausted && EXHAUSTED_STALL_MS < l->stall_ms ? EXHAUSTED_STALL_MS : l->stall_ms;
+}
+
+struct conn *pool_stall_victim(struct loop *l)
+{
+    if (!l->pressure || l->paused_head == NO_SLOT)
+        return NULL;
+    struct conn *oldest = &l->conns[l->paused_head];
+    /* Exhausted: one at a time, the next only once the previous one's buffers are back. */
+    if (l->stall_closing > 0 && free_buffers(l) == 0)
+        return NULL;
+    if (l->now_ms - oldest->paused_since < stall_grace(l))
+        return NULL;
+    l->stall_closing++;
+    return oldest;
+}
+
+uint32_t pool_stall_wait_ms(const struct loop *l)
+{
+    if (!l->pressure || l->paused_head == NO_SLOT)
+        return UINT32_MAX;
+    uint32_t waited = l->now_ms - l->conns[l->paused_head].paused_since;
+    uint32_t grace = stall_grace(l);
+    return waited >= grace ? 0 : grace - waited;
 }
 
 /* The starved list is FIFO so that, as buffers come back, the longest-waiting connection goes first. */

@@ -46,6 +46,9 @@ struct conn {
     uint8_t close_reason; /* enum bunring_stat of the close counter to bump */
     uint8_t pad[3];
     uint32_t next;        /* free-list / starved-list link (slot index) */
+    uint32_t paused_prev; /* paused-list links (slot indices), oldest pause first */
+    uint32_t paused_next;
+    uint32_t paused_since; /* loop clock (ms) when the current pause began */
     uint32_t send_bytes;  /* uring: bytes asked of the send in flight */
     uint32_t last_active; /* loop clock (ms) of the last byte in or out */
 };
@@ -82,6 +85,15 @@ struct loop {
     uint32_t pause_bytes;   /* pause receiving at this many pending bytes */
     uint32_t pause_buffers; /* ... or this many held buffers */
 
+    /* What paused connections hold together, and the pool policy (conn.c, "Stalled peers") */
+    uint32_t paused_head;   /* paused connections, oldest pause first */
+    uint32_t paused_tail;
+    uint32_t paused_bufs;   /* buffers held by paused connections */
+    uint32_t reserve_bufs;  /* free buffers kept for connections that are not paused */
+    bool pressure;          /* free buffers <= reserve_bufs: per-connection limit shrinks, grace runs */
+    uint32_t stall_ms;      /* grace of a paused connection under pressure */
+    uint32_t stall_closing; /* connections closed as stalled whose buffers are not back yet */
+
     /* clock and timers */
     uint32_t now_ms;
     uint32_t idle_ms;
@@ -99,7 +111,9 @@ struct loop {
     bool accept_armed;
     bool fixed_files; /* connections are direct descriptors (registered file table) */
     uint32_t timers_armed;
-    struct __kernel_timespec timer_ts[3]; /* one per timer kind */
+    struct __kernel_timespec timer_ts[4]; /* one per timer kind */
+    bool stall_timer_armed;
+    uint32_t stall_timer_due; /* loop clock (ms) the earliest armed stall timer fires */
     uint64_t wake_value;
     struct iovec *send_iov;  /* SEND_IOV_MAX per slot: iovecs of the sendmsg in flight */
     struct msghdr *send_msg; /* one per slot */
@@ -123,6 +137,7 @@ struct bunring_server {
     uint32_t port;
     uint32_t features;
     uint64_t *stats_mem;
+    uint32_t open_total;   /* atomic: connections open across all loops (maxConnections is a total) */
     int stop_requested;    /* atomic */
     uint32_t stop_drain_ms; /* atomic */
     uint32_t loops_done;   /* atomic */
@@ -172,6 +187,13 @@ uint16_t queue_consume(struct loop *l, struct conn *c, uint32_t *bytes);
 uint32_t conn_pause_buffers(uint32_t max_pending_bytes, uint32_t buffer_size);
 bool conn_over_limit(const struct loop *l, const struct conn *c);
 bool conn_below_resume(const struct loop *l, const struct conn *c);
+void conn_pause(struct loop *l, struct conn *c);   /* stop receiving until the queue drains */
+void conn_unpause(struct loop *l, struct conn *c); /* no-op unless paused */
+
+/* Stalled peers: the pool policy both loops apply once per iteration (see conn.c). */
+void pool_update_pressure(struct loop *l);
+struct conn *pool_stall_victim(struct loop *l); /* the paused connection to close now, or NULL */
+uint32_t pool_stall_wait_ms(const struct loop *l); /* ms until the oldest pause's grace ends; UINT32_MAX = none */
 
 void starved_push(struct loop *l, struct conn *c);
 struct conn *starved_pop(struct loop *l); /* oldest starved connection, or NULL */

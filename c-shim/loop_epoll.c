@@ -60,6 +60,7 @@ static void give_buffer(struct loop *l, uint16_t bid)
 
 static void close_conn(struct loop *l, struct conn *c, enum bunring_stat reason)
 {
+    conn_unpause(l, c); /* before the queue empties, so the paused-buffer count stays exact */
     while (c->q_head != NO_BUF)
         give_buffer(l, queue_pop(l, c));
     c->close_reason = (uint8_t)reason;
@@ -160,6 +161,38 @@ static bool discard_input(struct loop *l, struct conn *c)
     }
 }
 
+/* The pool is empty and this connection has nothing queued: n bytes were peeked into scratch. Send
+ * them and consume from the socket exactly what was sent; what the socket did not take stays in the
+ * kernel and the connection waits for a buffer (starved list). false: connection closed. */
+static bool echo_peeked(struct loop *l, struct conn *c, uint32_t n)
+{
+    ssize_t s = send(c->fd, l->scratch, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (s < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+        close_conn(l, c, BUNRING_STAT_CONN_CLOSED_RESET);
+        return false;
+    }
+    uint32_t sent = s < 0 ? 0 : (uint32_t)s;
+    if (sent > 0) {
+        ssize_t r = recv(c->fd, l->scratch, sent, 0); /* the same bytes: they were already in the socket */
+        if (r != (ssize_t)sent) {
+            stat_add(l, BUNRING_STAT_ERRORS, 1);
+            close_conn(l, c, BUNRING_STAT_CONN_CLOSED_RESET);
+            return false;
+        }
+        c->last_active = l->now_ms;
+        stat_add(l, BUNRING_STAT_RECV_COMPLETIONS, 1);
+        stat_add(l, BUNRING_STAT_BYTES_IN, sent);
+        stat_add(l, BUNRING_STAT_SEND_COMPLETIONS, 1);
+        stat_add(l, BUNRING_STAT_BYTES_OUT, sent);
+    }
+    if (sent < n) {
+        stat_add(l, sent == 0 ? BUNRING_STAT_SEND_EAGAIN : BUNRING_STAT_SHORT_SENDS, 1);
+        stat_add(l, BUNRING_STAT_ENOBUFS, 1);
+        starved_push(l, c);
+    }
+    return true;
+}
+
 /* Reads until EAGAIN, echoing as it goes. false: connection closed. */
 static bool read_and_echo(struct loop *l, struct conn *c)
 {
@@ -167,21 +200,20 @@ static bool read_and_echo(struct loop *l, struct conn *c)
         return discard_input(l, c);
     while (!(c->flags & (CONN_PEER_EOF | CONN_DRAINING))) {
         if (conn_over_limit(l, c)) {
-            if (!(c->flags & CONN_PAUSED)) {
-                c->flags |= CONN_PAUSED;
-                stat_add(l, BUNRING_STAT_PAUSES, 1);
-                stat_add(l, BUNRING_STAT_PAUSED_NOW, 1);
-            }
+            conn_pause(l, c);
             return true;
         }
-        /* Whatever cannot be sent at once must fit in the pool: never read more than that. */
+        /* Whatever cannot be sent at once must fit in the pool: never read more than that. With no
+         * room and nothing queued, echo straight from the socket: peek, send, and consume only what
+         * was sent, so a connection whose echo can go out is served even when the pool is empty. */
         uint32_t want = queue_room(l, c);
-        if (want == 0) {
+        if (want == 0 && c->q_head != NO_BUF) {
             stat_add(l, BUNRING_STAT_ENOBUFS, 1);
             starved_push(l, c);
             return true;
         }
-        ssize_t n = recv(c->fd, l->scratch, want, 0);
+        bool peek = want == 0;
+        ssize_t n = recv(c->fd, l->scratch, peek ? l->scratch_size : want, peek ? MSG_PEEK : 0);
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 return true;
@@ -197,6 +229,13 @@ static bool read_and_echo(struct loop *l, struct conn *c)
                 return false;
             }
             return true;
+        }
+        if (peek) {
+            if (!echo_peeked(l, c, (uint32_t)n))
+                return false;
+            if (c->flags & CONN_STARVED)
+                return true;
+            continue;
         }
         c->last_active = l->now_ms;
         stat_add(l, BUNRING_STAT_RECV_COMPLETIONS, 1);
@@ -253,8 +292,7 @@ static void service_conn(struct loop *l, struct conn *c, bool readable, bool wri
     if (writable && c->q_head != NO_BUF && !flush_queue(l, c))
         return;
     if ((c->flags & CONN_PAUSED) && conn_below_resume(l, c)) {
-        c->flags &= ~(uint32_t)CONN_PAUSED;
-        stat_sub(l, BUNRING_STAT_PAUSED_NOW, 1);
+        conn_unpause(l, c);
         readable = true; /* edge-triggered: bytes may be waiting that raised no new event */
     }
     if (readable && (!(c->flags & (CONN_PAUSED | CONN_STARVED)) || (c->flags & CONN_WR_SHUT)) && !read_and_echo(l, c))
@@ -282,8 +320,7 @@ static void accept_all(struct loop *l)
             stat_add(l, BUNRING_STAT_CONN_REJECTED, 1);
             continue;
         }
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        /* TCP_NODELAY is inherited from the listener (set before listen). */
         struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET, .data.u64 = conn_tag(l, c)};
         if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
             stat_add(l, BUNRING_STAT_ERRORS, 1);
@@ -298,6 +335,18 @@ static void wake_starved(struct loop *l)
     struct conn *c;
     while (l->free_bufs > 0 && (c = starved_pop(l)) != NULL)
         service_conn(l, c, true, false);
+}
+
+/* Stalled peers (policy in conn.c): close the connections it names; their buffers come back at once,
+ * so connections waiting for buffers can read again. */
+static void apply_stall_policy(struct loop *l)
+{
+    pool_update_pressure(l);
+    struct conn *c;
+    while ((c = pool_stall_victim(l)) != NULL)
+        close_conn(l, c, BUNRING_STAT_CONN_CLOSED_STALLED);
+    if (l->free_bufs > 0 && l->starved_head != NO_SLOT)
+        wake_starved(l);
 }
 
 static void begin_stop(struct loop *l)
@@ -342,6 +391,9 @@ static int next_timeout(const struct loop *l, uint32_t next_idle_sweep)
         int64_t d = (int64_t)(int32_t)(next_idle_sweep - l->now_ms);
         t = t < 0 || d < t ? d : t;
     }
+    uint32_t stall = pool_stall_wait_ms(l);
+    if (stall != UINT32_MAX && !l->stopping)
+        t = t < 0 || stall < t ? stall : t;
     if (t != -1 && t < 0)
         t = 0;
     return (int)t;
@@ -420,6 +472,7 @@ void epoll_run(struct loop *l)
         }
         if (l->free_bufs > 0 && l->starved_head != NO_SLOT)
             wake_starved(l);
+        apply_stall_policy(l);
         if (l->accept_retry_at && (int32_t)(l->now_ms - l->accept_retry_at) >= 0) {
             l->accept_retry_at = 0;
             accept_all(l);

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define SQ_ENTRIES 2048u
@@ -27,15 +28,22 @@
 #define FIXED_SPARES 64u
 
 /* Timer kinds, carried in the slot field of a BUNRING_OP_TIMEOUT user_data. */
-enum uring_timer { TIMER_ACCEPT_RETRY = 0, TIMER_DRAIN = 1, TIMER_IDLE = 2 };
+enum uring_timer { TIMER_ACCEPT_RETRY = 0, TIMER_DRAIN = 1, TIMER_IDLE = 2, TIMER_STALL = 3, TIMER_KINDS };
 
 static struct io_uring_sqe *get_sqe(struct loop *l)
 {
     struct io_uring_sqe *sqe = io_uring_get_sqe(&l->ring);
     while (!sqe) {
-        /* SQ full: hand what we have to the kernel and take a fresh entry. */
-        io_uring_submit(&l->ring);
+        /* SQ full: hand what we have to the kernel and take a fresh entry. The kernel may refuse for
+         * a moment (-EAGAIN, -ENOMEM; -EBUSY while completions overflow): count it and back off a
+         * millisecond instead of spinning. */
+        int rc = io_uring_submit(&l->ring);
         stat_add(l, BUNRING_STAT_WAIT_CALLS, 1);
+        if (rc < 0) {
+            stat_add(l, BUNRING_STAT_ERRORS, 1);
+            struct timespec pause = {.tv_sec = 0, .tv_nsec = 1000000};
+            nanosleep(&pause, NULL);
+        }
         sqe = io_uring_get_sqe(&l->ring);
     }
     return sqe;
@@ -172,6 +180,7 @@ static void try_finish_close(struct loop *l, struct conn *c)
 
 static void close_conn(struct loop *l, struct conn *c, enum bunring_stat reason)
 {
+    conn_unpause(l, c); /* no longer a candidate for the stall policy */
     if (c->flags & CONN_CLOSING)
         return;
     c->flags |= CONN_CLOSING;
@@ -217,8 +226,7 @@ static void after_queue_change(struct loop *l, struct conn *c)
         }
     }
     if ((c->flags & CONN_PAUSED) && conn_below_resume(l, c)) {
-        c->flags &= ~(uint32_t)CONN_PAUSED;
-        stat_sub(l, BUNRING_STAT_PAUSED_NOW, 1);
+        conn_unpause(l, c);
         if (!(c->flags & (CONN_RECV_ARMED | CONN_PEER_EOF | CONN_CLOSING | CONN_STARVED)))
             arm_recv(l, c);
     }
@@ -233,13 +241,9 @@ static void on_accept(struct loop *l, struct io_uring_cqe *cqe)
         struct conn *c = l->stopping ? NULL : conn_open(l, fd);
         if (!c) {
             close_fd(l, fd);
-            stat_add(l, BUNRING_STAT_CONN_REJECTED, 1);
+            stat_add(l, l->stopping ? BUNRING_STAT_CONN_REFUSED_STOPPING : BUNRING_STAT_CONN_REJECTED, 1);
         } else {
-            if (!l->fixed_files) { /* direct descriptors inherit TCP_NODELAY from the listener */
-                int one = 1;
-                setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-            }
-            arm_recv(l, c);
+            arm_recv(l, c); /* TCP_NODELAY is inherited from the listener (set before listen) */
         }
     } else if (cqe->res == -ENFILE && l->fixed_files) {
         /* Every table slot is taken, which only happens past maxConnections with more than
@@ -295,11 +299,8 @@ static void on_recv(struct loop *l, struct io_uring_cqe *cqe, uint64_t ud)
         }
         if (!(c->flags & CONN_SEND_INFLIGHT))
             start_send(l, c);
-        if (conn_over_limit(l, c) && !(c->flags & CONN_PAUSED)) {
-            c->flags |= CONN_PAUSED;
-            stat_add(l, BUNRING_STAT_PAUSES, 1);
-            stat_add(l, BUNRING_STAT_PAUSED_NOW, 1);
-        }
+        if (conn_over_limit(l, c))
+            conn_pause(l, c);
         if (c->flags & CONN_PAUSED)
             cancel_recv(l, c);
         else if (!more) {
@@ -323,8 +324,9 @@ static void on_recv(struct loop *l, struct io_uring_cqe *cqe, uint64_t ud)
         if (!(c->flags & CONN_PAUSED))
             starved_push(l, c);
     } else if (res == -ECANCELED) {
-        /* We paused; if the pause already ended, receive again (else after_queue_change will). */
-        if (!(c->flags & (CONN_PAUSED | CONN_RECV_ARMED)))
+        /* We paused; if the pause already ended, receive again (else after_queue_change will). A
+         * connection that is lingering on stop must see its peer's FIN, paused or not. */
+        if (!(c->flags & CONN_RECV_ARMED) && (!(c->flags & CONN_PAUSED) || (c->flags & CONN_WR_SHUT)))
             arm_recv(l, c);
     } else {
         close_conn(l, c, BUNRING_STAT_CONN_CLOSED_RESET);
@@ -429,6 +431,9 @@ static void on_timeout(struct loop *l, uint64_t ud)
             arm_timer(l, TIMER_IDLE, idle_period(l));
         }
         break;
+    case TIMER_STALL:
+        l->stall_timer_armed = false; /* the loop applies the stall policy after every batch */
+        break;
     }
 }
 
@@ -444,6 +449,27 @@ static void wake_starved(struct loop *l, uint32_t budget)
             arm_recv(l, c);
             budget--;
         }
+    }
+}
+
+/* Stalled peers (policy in conn.c): close the connections it names, and make sure the loop wakes
+ * when the oldest pause's grace ends even if nothing else happens. */
+static void apply_stall_policy(struct loop *l)
+{
+    pool_update_pressure(l);
+    struct conn *c;
+    while ((c = pool_stall_victim(l)) != NULL)
+        close_conn(l, c, BUNRING_STAT_CONN_CLOSED_STALLED);
+    uint32_t wait = pool_stall_wait_ms(l);
+    if (wait == UINT32_MAX || l->stopping)
+        return;
+    if (wait == 0)
+        wait = 1;
+    uint32_t due = l->now_ms + wait;
+    if (!l->stall_timer_armed || (int32_t)(due - l->stall_timer_due) < 0) {
+        l->stall_timer_armed = true;
+        l->stall_timer_due = due;
+        arm_timer(l, TIMER_STALL, wait);
     }
 }
 
@@ -497,8 +523,6 @@ static void register_file_table(struct loop *l)
         return;
     if (io_uring_register_files_sparse(&l->ring, want) != 0)
         return;
-    int one = 1;
-    setsockopt(l->listen_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     l->fixed_files = true;
     l->features |= BUNRING_FEAT_FIXED_FILES;
 }
@@ -610,6 +634,7 @@ void uring_run(struct loop *l)
          * last buffer was already returned, and nothing else would wake that connection. */
         if (l->starved_head != NO_SLOT && l->bufs_queued < l->buf_count)
             wake_starved(l, l->buf_count - l->bufs_queued);
+        apply_stall_policy(l);
     }
 }
 

@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -57,11 +58,10 @@ static int check_config(const struct bunring_config *cfg, struct bunring_error *
         return reject(err, "maxPendingBytes %u is outside %u..%u", cfg->max_pending_bytes, BUNRING_MAX_PENDING_MIN,
                BUNRING_MAX_PENDING_MAX);
     uint32_t per_conn = conn_pause_buffers(cfg->max_pending_bytes, cfg->buffer_size);
-    if ((uint64_t)cfg->buffer_count < (uint64_t)BUNRING_POOL_MIN_CONNS * per_conn)
-        return reject(err, "bufferCount %u is too small for maxPendingBytes %u with bufferSize %u: one connection may hold "
-               "%u buffers and the pool must hold %u connections' worth (%u)",
-               cfg->buffer_count, cfg->max_pending_bytes, cfg->buffer_size, per_conn, BUNRING_POOL_MIN_CONNS,
-               BUNRING_POOL_MIN_CONNS * per_conn);
+    if (cfg->buffer_count < per_conn)
+        return reject(err, "bufferCount %u is smaller than the %u buffers one connection may hold with maxPendingBytes %u "
+                           "and bufferSize %u",
+                      cfg->buffer_count, per_conn, cfg->max_pending_bytes, cfg->buffer_size);
     if (!in_range(cfg->backlog, 1, BUNRING_BACKLOG_MAX))
         return reject(err, "backlog %u is outside 1..%u", cfg->backlog, BUNRING_BACKLOG_MAX);
     if (cfg->drain_ms > BUNRING_DRAIN_MS_MAX)
@@ -129,6 +129,8 @@ static int open_listener(const struct bunring_config *cfg, const char *host, uin
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
     if (ss.ss_family == AF_INET6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    /* Before listen(): accepted connections inherit it, including the first ones in the backlog. */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (bind(fd, (struct sockaddr *)&ss, len) != 0) {
         int e = errno;
         if (e == EADDRINUSE)

@@ -180,11 +180,11 @@ export const OPTION_RULES: readonly {
     options: ["bufferCount", "maxPendingBytes", "bufferSize"],
     check: (o, label) => {
       // A connection pauses at maxPendingBytes or at twice the buffers those bytes fill (small
-      // receives take a whole buffer each); the pool must hold two such connections (BUNRING_POOL_MIN_CONNS).
+      // receives take a whole buffer each): the pool must hold that much (c-shim/conn.c).
       const perConn = Math.max(4, 2 * Math.ceil(o.maxPendingBytes / o.bufferSize));
-      return o.bufferCount >= 2 * perConn
+      return o.bufferCount >= perConn
         ? undefined
-        : `${label("bufferCount")} (${o.bufferCount}) must be at least ${2 * perConn} with ${label("maxPendingBytes")} ${o.maxPendingBytes} and ${label("bufferSize")} ${o.bufferSize}: one connection may hold ${perConn} buffers and the pool must hold two connections' worth (raise ${label("bufferCount")} or lower ${label("maxPendingBytes")})`;
+        : `${label("bufferCount")} (${o.bufferCount}) must be at least ${perConn}: with ${label("maxPendingBytes")} ${o.maxPendingBytes} and ${label("bufferSize")} ${o.bufferSize} one connection may hold ${perConn} buffers (raise ${label("bufferCount")} or lower ${label("maxPendingBytes")})`;
     },
   },
   {

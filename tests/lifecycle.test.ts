@@ -122,7 +122,7 @@ describe.each([...BACKENDS])("%s lifecycle", (backend) => {
     // Large limits so the server reads all 12 MiB while the client is not reading (loopback socket
     // buffers absorb ~4.5 MiB of echo): at stop() the server holds echo it has not sent yet, and
     // nothing unread sits in its receive queue.
-    const s = startServer(backend, { bufferSize: 16_384, bufferCount: 4096, maxPendingBytes: 48 * MiB });
+    const s = startServer(backend, { bufferSize: 16_384, bufferCount: 8192, maxPendingBytes: 48 * MiB });
     const total = 12 * MiB;
     const pattern = new Pattern(56);
     const c = await openConn(s.port);
