@@ -167,10 +167,13 @@ export interface RuleInput {
  */
 export const OPTION_RULES: readonly {
   options: readonly OptionName[];
+  /** The rule in words, for the README. */
+  text: string;
   check(o: RuleInput, label: (name: OptionName) => string): string | undefined;
 }[] = [
   {
     options: ["maxConnections", "threads"],
+    text: "`maxConnections` ≥ `threads`",
     check: (o, label) =>
       o.maxConnections >= o.threads
         ? undefined
@@ -178,6 +181,7 @@ export const OPTION_RULES: readonly {
   },
   {
     options: ["bufferCount", "maxPendingBytes", "bufferSize"],
+    text: "the pool holds what one connection may: `bufferCount` ≥ max(4, 2 × ⌈`maxPendingBytes` / `bufferSize`⌉)",
     check: (o, label) => {
       // A connection pauses at maxPendingBytes or at twice the buffers those bytes fill (small
       // receives take a whole buffer each): the pool must hold that much (c-shim/conn.c).
@@ -189,6 +193,7 @@ export const OPTION_RULES: readonly {
   },
   {
     options: ["sqpoll", "backend"],
+    text: "`sqpoll` needs backend `uring` or `auto`",
     check: (o, label) =>
       o.sqpoll && o.backend === "epoll" ? `${label("sqpoll")} needs ${label("backend")} "uring" (or "auto"), got "epoll"` : undefined,
   },
