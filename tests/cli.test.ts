@@ -1,15 +1,19 @@
-// cli.test.ts — the CLI as a child process: one banner line on start, echo through it, SIGINT and
-// SIGTERM stop it gracefully (exit 0, a final `bunring stopped:` line whose stats match the traffic),
-// usage errors exit 2 with one stderr line naming the flag and nothing started, --help exits 0, a
-// port in use fails cleanly, and the package.json scripts run it.
+// cli.test.ts — the CLI's run-time behaviour as a child process: one banner line on start, echo
+// through it, SIGINT and SIGTERM stop it gracefully (exit 0, a final `bunring stopped:` line whose
+// stats match the traffic), --help lists every flag and exits 0, a port in use fails cleanly, IPv6,
+// and the package.json scripts run it. Bad flag values (usage errors: exit 2, one stderr line naming
+// the flag, nothing started) are all in tests/reliability/input.test.ts; the CLI under load and
+// with io_uring unavailable in tests/reliability/faults.test.ts, under a low fd limit in limits.test.ts.
 import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import net from "node:net";
-import { bannerOf, BUN, exitOf, REPO, runCli, type CliRun } from "./helpers/cli.ts";
-import { echoStream, openConn } from "./helpers/echo.ts";
+import { bannerOf, BUN, exitOf, killIfRunning, REPO, runCli, stoppedStats, type CliRun } from "./helpers/cli.ts";
+import { echoStream } from "./helpers/clients.ts";
+import { hasIPv6Loopback } from "./helpers/proc.ts";
 import { BACKENDS, backendAvailable } from "./helpers/server.ts";
-import { withTimeout } from "./helpers/wait.ts";
+import { connect } from "./helpers/sockets.ts";
+import { waitFor, withTimeout } from "./helpers/wait.ts";
 
 setDefaultTimeout(60_000);
 
@@ -20,23 +24,8 @@ function cli(args: string[], opts?: Parameters<typeof runCli>[1]): CliRun {
   return r;
 }
 afterEach(() => {
-  for (const r of running.splice(0)) if (r.proc.exitCode === null && !r.proc.killed) r.proc.kill("SIGKILL");
+  for (const r of running.splice(0)) killIfRunning(r);
 });
-
-/** key=value pairs of the `bunring stopped:` line. */
-function statsOf(line: string): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const m of line.matchAll(/(\w+)=(\d+)/g)) out[m[1]!] = Number(m[2]);
-  return out;
-}
-
-function hasIPv6Loopback(): boolean {
-  try {
-    return readFileSync("/proc/net/if_inet6", "utf8").includes("00000000000000000000000000000001");
-  } catch {
-    return false;
-  }
-}
 
 describe.each([...BACKENDS])("CLI --backend %s", (backend) => {
   const it = backendAvailable(backend) ? test : test.skip;
@@ -57,7 +46,7 @@ describe.each([...BACKENDS])("CLI --backend %s", (backend) => {
     expect(lines.length).toBe(2);
     expect(lines[0]).toBe(b.line);
     expect(lines[1]).toStartWith("bunring stopped:");
-    const st = statsOf(lines[1]!);
+    const st = stoppedStats(lines[1]!);
     expect(st.bytesIn).toBe((1 << 20) + 12345);
     expect(st.bytesOut).toBe((1 << 20) + 12345);
     expect(st.accepted).toBe(2);
@@ -81,18 +70,11 @@ describe.each([...BACKENDS])("CLI --backend %s", (backend) => {
   it("SIGTERM with a client connected: closes it, exits 0 promptly with the stopped line", async () => {
     const run = cli(["--backend", backend, "--port", "0", "--threads", "2"]);
     const b = await bannerOf(run);
-    const c = await openConn(b.port);
+    const c = await connect(b.port);
     c.sock.write("ping");
     const t0 = performance.now();
     // make sure the server has the connection before signalling
-    await withTimeout(
-      new Promise<void>((res) => {
-        const check = () => (c.received() >= 4 ? res() : setTimeout(check, 5));
-        check();
-      }),
-      5_000,
-      "echo of ping",
-    );
+    await waitFor(() => c.received() >= 4, () => `echo of ping (${c.received()} of 4 bytes back)`, { timeoutMs: 5_000 });
     run.proc.kill("SIGTERM");
     const r = await exitOf(run);
     expect(r.code).toBe(0);
@@ -100,7 +82,7 @@ describe.each([...BACKENDS])("CLI --backend %s", (backend) => {
     const last = r.stdout.trimEnd().split("\n").at(-1)!;
     expect(last).toStartWith("bunring stopped:");
     expect(last).toContain("SIGTERM");
-    expect(statsOf(last).closedStop).toBe(1);
+    expect(stoppedStats(last).closedStop).toBe(1);
     await withTimeout(c.closed, 5_000, "client closed by the stopping server");
   });
 
@@ -155,55 +137,6 @@ test("--help prints usage listing every flag and exits 0", async () => {
   }
 });
 
-/** Bad command lines: the flag the first stderr line must name, and extra text it must contain. */
-const BAD_FLAGS: { args: string[]; flag: string; mentions?: string[] }[] = [
-  { args: ["--backend", "foo"], flag: "--backend", mentions: ["uring", "epoll"] },
-  { args: ["--port", "abc"], flag: "--port" },
-  { args: ["--port", "70000"], flag: "--port", mentions: ["65535"] },
-  { args: ["--port=-1"], flag: "--port" },
-  { args: ["--port", "1.5"], flag: "--port" },
-  { args: ["--threads", "0"], flag: "--threads", mentions: ["64"] },
-  { args: ["--threads", "65"], flag: "--threads", mentions: ["64"] },
-  { args: ["--buffer-size", "100"], flag: "--buffer-size", mentions: ["512"] },
-  { args: ["--buffers", "100"], flag: "--buffers", mentions: ["power of two"] },
-  { args: ["--buffers", "8"], flag: "--buffers" },
-  { args: ["--max-connections", "0"], flag: "--max-connections" },
-  { args: ["--max-pending", "0"], flag: "--max-pending" },
-  { args: ["--backlog", "0"], flag: "--backlog" },
-  { args: ["--drain-ms", "soon"], flag: "--drain-ms" },
-  { args: ["--idle-timeout", "x"], flag: "--idle-timeout" },
-  { args: ["--cpu", "0,x"], flag: "--cpu" },
-  { args: ["--cpu", "9999"], flag: "--cpu" },
-  { args: ["--host", "not-an-ip"], flag: "--host" },
-  { args: ["--bogus"], flag: "--bogus" },
-  { args: ["--port"], flag: "--port" },
-  { args: ["--backend", "epoll", "--sqpoll"], flag: "--sqpoll" },
-];
-
-describe("usage errors", () => {
-  test.each(BAD_FLAGS.map((c) => [c.args.join(" "), c] as const))("%s → exit 2 naming the flag, nothing started", async (_n, c) => {
-    const r = await exitOf(cli(["--port", "0", ...c.args]));
-    expect({ code: r.code, stdout: r.stdout }).toEqual({ code: 2, stdout: "" });
-    const first = r.stderr.split("\n")[0]!;
-    expect(first).toContain(c.flag);
-    for (const m of c.mentions ?? []) expect(first).toContain(m);
-  });
-
-  test("a usage error is exactly one line on stderr", async () => {
-    const r = await exitOf(cli(["--threads", "0"]));
-    expect(r.code).toBe(2);
-    const lines = r.stderr.trimEnd().split("\n");
-    expect(lines).toEqual([lines[0]!]); // the contract: ONE line naming the flag and what is allowed
-  });
-
-  test("a positional argument is a usage error", async () => {
-    const r = await exitOf(cli(["--port", "0", "extra"]));
-    expect(r.code).toBe(2);
-    expect(r.stdout).toBe("");
-    expect(r.stderr).toContain("extra");
-  });
-});
-
 describe("package.json scripts", () => {
   const pkg = JSON.parse(readFileSync(`${REPO}/package.json`, "utf8")) as { scripts: Record<string, string> };
 
@@ -220,19 +153,15 @@ describe("package.json scripts", () => {
     child.stderr.on("data", (d: Buffer) => (err += d.toString()));
     const exited = new Promise<number | null>((res) => child.on("exit", (code) => res(code)));
     try {
-      const line = await withTimeout(
-        new Promise<string>((res, rej) => {
-          const check = () => {
-            const i = out.indexOf("\n");
-            if (i >= 0) res(out.slice(0, i));
-            else if (child.exitCode !== null) rej(new Error(`exited ${child.exitCode}: ${err}`));
-            else setTimeout(check, 10);
-          };
-          check();
-        }),
-        30_000,
-        "banner from `bun run epoll`",
+      await waitFor(
+        () => {
+          if (child.exitCode !== null && !out.includes("\n")) throw new Error(`\`bun run epoll\` exited ${child.exitCode}: ${err}`);
+          return out.includes("\n");
+        },
+        () => `banner from \`bun run epoll\` (stdout so far ${JSON.stringify(out)}, stderr ${JSON.stringify(err)})`,
+        { timeoutMs: 30_000, intervalMs: 10 },
       );
+      const line = out.slice(0, out.indexOf("\n"));
       const m = /listening on 127\.0\.0\.1:(\d+)/.exec(line);
       expect(m).not.toBeNull();
       await echoStream({ port: Number(m![1]), bytes: 50_000 });

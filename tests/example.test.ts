@@ -3,9 +3,9 @@
 // the scrape must show exactly that traffic; SIGINT stops it with exit 0; a bad port exits 2.
 import { describe, expect, it, setDefaultTimeout } from "bun:test";
 import { resolve } from "node:path";
-import { echoOnce } from "./reliability/lib.ts";
+import { exitOf, killIfRunning, REPO, runCli } from "./helpers/cli.ts";
+import { echoOnce } from "./helpers/clients.ts";
 import { BACKENDS, backendAvailable } from "./helpers/server.ts";
-import { exitOf, REPO, runCli } from "./helpers/cli.ts";
 import { waitFor } from "./helpers/wait.ts";
 
 setDefaultTimeout(30_000);
@@ -57,7 +57,7 @@ describe.each([...BACKENDS])("examples/metrics-service.ts [%s]", (backend) => {
       const r = await exitOf(run);
       expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: "" });
     } finally {
-      if (run.proc.exitCode === null && run.proc.signalCode === null) run.proc.kill("SIGKILL");
+      killIfRunning(run);
     }
   });
 });

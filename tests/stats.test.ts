@@ -4,8 +4,9 @@
 // for fixed scenarios and by property over random sets of connections and message sizes.
 import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
 import fc from "fast-check";
-import { echoStream, openConn } from "./helpers/echo.ts";
+import { echoStream } from "./helpers/clients.ts";
 import { BACKENDS, backendAvailable, expectQuiet, fmtStats, startServer, stopAll } from "./helpers/server.ts";
+import { connect } from "./helpers/sockets.ts";
 import { waitFor } from "./helpers/wait.ts";
 
 setDefaultTimeout(120_000);
@@ -89,7 +90,7 @@ describe.each([...BACKENDS])("%s stats", (backend) => {
 
   it("connOpen follows open connections up and down", async () => {
     const s = startServer(backend);
-    const conns = await Promise.all(Array.from({ length: 25 }, () => openConn(s.port)));
+    const conns = await Promise.all(Array.from({ length: 25 }, () => connect(s.port)));
     await waitFor(() => s.stats().connOpen === 25, () => `connOpen 25: ${fmtStats(s.stats())}`);
     expect(s.stats().connAccepted).toBe(25);
     for (const c of conns.slice(0, 10)) c.sock.end();

@@ -1,7 +1,7 @@
 /**
- * Running the CLI (src/cli.ts) as a child process: spawn it, wait for its banner line, signal it,
- * and collect its exit code and output, with deadlines so a hung child fails the test instead of
- * hanging it (and is killed).
+ * Running the CLI (src/cli.ts), or any other script, as a child process: spawn it, wait for its
+ * banner line, signal it, collect its exit code and output, and read its final `bunring stopped:`
+ * line, with deadlines so a hung child fails the test instead of hanging it (and is killed).
  */
 import { resolve } from "node:path";
 import { withTimeout } from "./wait.ts";
@@ -90,4 +90,16 @@ export async function exitOf(run: CliRun, ms = 15_000): Promise<Awaited<CliRun["
     run.proc.kill("SIGKILL");
     throw e;
   }
+}
+
+/** SIGKILLs the child unless it already exited (for `finally` blocks and afterEach). */
+export function killIfRunning(run: CliRun): void {
+  if (run.proc.exitCode === null && run.proc.signalCode === null) run.proc.kill("SIGKILL");
+}
+
+/** The `key=value` counters of a `bunring stopped: <signal>; accepted=N open=0 ...` line. */
+export function stoppedStats(line: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const m of line.matchAll(/(\w+)=(\d+)/g)) out[m[1]!] = Number(m[2]);
+  return out;
 }

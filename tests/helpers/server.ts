@@ -1,7 +1,8 @@
 /**
- * Starting and stopping servers in tests: every server a test starts is remembered so an afterEach
- * can stop it even when the test failed half-way, and "quiet" waits until the stats show that all
- * traffic the test sent has been echoed and every connection closed.
+ * Starting and stopping servers in tests: which backends run here, every server a test starts is
+ * remembered so an afterEach can stop it even when the test failed half-way, waiting on the stats
+ * (statsReach), and "quiet": wait until all traffic the test sent has been echoed and every
+ * connection closed, then check the counters against what the test did.
  */
 import { expect } from "bun:test";
 import { probe, serve } from "../../src/index.ts";
@@ -47,6 +48,11 @@ export async function stopAll(): Promise<void> {
 
 export function fmtStats(s: ServerStats): string {
   return JSON.stringify(s);
+}
+
+/** Waits until a predicate over the server's stats holds; the timeout message shows the stats then. */
+export async function statsReach<S>(stats: () => S, ok: (s: S) => boolean, what: string, timeoutMs = 15_000): Promise<void> {
+  await waitFor(() => ok(stats()), () => `${what}; stats: ${JSON.stringify(stats())}`, { timeoutMs, intervalMs: 5 });
 }
 
 export interface QuietExpect {

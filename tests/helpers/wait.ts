@@ -1,6 +1,7 @@
 /**
- * Waiting on conditions without sleeping as synchronisation: poll a condition until it holds or a
- * deadline passes, and fail with a description of what was awaited and the last value seen.
+ * Waiting on conditions instead of sleeping as synchronisation: poll a condition until it holds or a
+ * deadline passes, or bound a promise by a deadline; either way a timeout fails with a description of
+ * what was awaited and the state things were in at that moment.
  */
 
 export interface WaitOptions {
@@ -14,15 +15,16 @@ export class WaitTimeoutError extends Error {
   override name = "WaitTimeoutError";
 }
 
+/** A description, or a function that builds it when needed (so it shows the state at the timeout). */
+export type What = string | (() => string);
+
+const describe = (what: What): string => (typeof what === "string" ? what : what());
+
 /**
  * Polls `check` until it returns a truthy value (which is returned) or the timeout passes.
- * `describe` is called on timeout to say what was awaited and what state things were in.
+ * `what` says what was awaited; as a function it is called at the timeout to show the state then.
  */
-export async function waitFor<T>(
-  check: () => T | Promise<T>,
-  describe: string | (() => string),
-  opts: WaitOptions = {},
-): Promise<NonNullable<T>> {
+export async function waitFor<T>(check: () => T | Promise<T>, what: What, opts: WaitOptions = {}): Promise<NonNullable<T>> {
   const timeoutMs = opts.timeoutMs ?? 10_000;
   const intervalMs = opts.intervalMs ?? 5;
   const deadline = performance.now() + timeoutMs;
@@ -30,18 +32,17 @@ export async function waitFor<T>(
     const value = await check();
     if (value) return value as NonNullable<T>;
     if (performance.now() >= deadline) {
-      const what = typeof describe === "string" ? describe : describe();
-      throw new WaitTimeoutError(`timed out after ${timeoutMs} ms waiting for: ${what}`);
+      throw new WaitTimeoutError(`timed out after ${timeoutMs} ms waiting for: ${describe(what)}`);
     }
     await new Promise((r) => setTimeout(r, intervalMs));
   }
 }
 
 /** Rejects with a clear message if `p` does not settle within `ms`. */
-export async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+export async function withTimeout<T>(p: Promise<T>, ms: number, what: What): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new WaitTimeoutError(`timed out after ${ms} ms: ${what}`)), ms);
+    timer = setTimeout(() => reject(new WaitTimeoutError(`timed out after ${ms} ms: ${describe(what)}`)), ms);
   });
   try {
     return await Promise.race([p, timeout]);
@@ -49,15 +50,3 @@ export async function withTimeout<T>(p: Promise<T>, ms: number, what: string): P
     clearTimeout(timer);
   }
 }
-
-/** Integer environment knob with a default (for soak/scale parameters). */
-export function envInt(name: string, dflt: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === "") return dflt;
-  const n = Number(raw);
-  if (!Number.isFinite(n)) throw new Error(`${name}=${raw} is not a number`);
-  return Math.trunc(n);
-}
-
-/** True when BUNRING_SOAK=1 asks for the longer variants. */
-export const SOAK = process.env.BUNRING_SOAK === "1";

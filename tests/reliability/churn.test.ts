@@ -6,30 +6,21 @@
 // stopped), and RSS flat within a generous bound (the whole test process, JS heap included, after GC).
 // CI: 10,000 cycles; BUNRING_SOAK=1: 100,000.
 import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
-import { fmtStats, startServer, stopAll, stopServer } from "../helpers/server.ts";
-import {
-  BACKENDS,
-  backendAvailable,
-  closed,
-  connect,
-  fdCount,
-  knob,
-  MiB,
-  report,
-  rng,
-  statsReach,
-  testTimeout,
-  waitFor,
-  withTimeout,
-} from "./lib.ts";
+import { fdCount, rssMiB } from "../helpers/proc.ts";
+import { rng } from "../helpers/prng.ts";
+import { report } from "../helpers/report.ts";
+import { knob, testTimeout } from "../helpers/scale.ts";
+import { BACKENDS, backendAvailable, fmtStats, startServer, statsReach, stopAll, stopServer } from "../helpers/server.ts";
+import { connect } from "../helpers/sockets.ts";
+import { waitFor, withTimeout } from "../helpers/wait.ts";
 
 afterEach(stopAll);
 setDefaultTimeout(testTimeout(30_000, 300_000)); // tests without their own limit
 
-const CYCLES = knob("CHURN_CYCLES", 10_000, 100_000);
-const CONCURRENCY = knob("CHURN_CONCURRENCY", 32, 64);
+const CYCLES = knob("BUNRING_REL_CHURN_CYCLES", 10_000, 100_000);
+const CONCURRENCY = knob("BUNRING_REL_CHURN_CONCURRENCY", 32, 64);
 /** RSS growth allowed between the end of the warm-up and the end (whole test process, after GC). */
-const RSS_BOUND_MIB = knob("CHURN_RSS_MIB", 48, 64);
+const RSS_BOUND_MIB = knob("BUNRING_REL_CHURN_RSS_MIB", 48, 64);
 
 /** One cycle: connect, echo a random message (checked), close with FIN or RST. */
 async function cycle(port: number, i: number, rst: boolean): Promise<void> {
@@ -37,7 +28,7 @@ async function cycle(port: number, i: number, rst: boolean): Promise<void> {
   const size = 1 + Math.floor(random() * 4096);
   const msg = Buffer.alloc(size, i & 0xff);
   if (size >= 4) msg.writeUInt32LE(i >>> 0, size - 4); // the cycle number, so cross-talk would show
-  const sock = await connect(port);
+  const { sock, closed } = await connect(port);
   const parts: Buffer[] = [];
   let got = 0;
   await withTimeout(
@@ -56,10 +47,10 @@ async function cycle(port: number, i: number, rst: boolean): Promise<void> {
   );
   const echo = Buffer.concat(parts);
   if (!echo.equals(msg)) throw new Error(`cycle ${i}: echo differs (${echo.length} bytes back for ${size})`);
-  const done = closed(sock);
   if (rst) sock.resetAndDestroy();
   else sock.end(); // the server answers our FIN with its own once everything is echoed
-  await withTimeout(done, 10_000, `cycle ${i}: close (${rst ? "RST" : "FIN"})`);
+  const end = await withTimeout(closed, 10_000, `cycle ${i}: close (${rst ? "RST" : "FIN"})`);
+  if (!rst && (end.error || !end.eof)) throw new Error(`cycle ${i}: FIN close ended with ${end.how}, not the server's EOF`);
 }
 
 /** Runs cycles [from, to) with `concurrency` workers. */
@@ -72,11 +63,6 @@ async function runCycles(port: number, from: number, to: number, concurrency: nu
     }
   };
   await Promise.all(Array.from({ length: concurrency }, worker));
-}
-
-function rssMiB(): number {
-  Bun.gc(true);
-  return process.memoryUsage.rss() / MiB;
 }
 
 describe.each([...BACKENDS])("reliability: churn [%s]", (backend) => {

@@ -3,47 +3,37 @@
 //     reading, some not, killed at a random point): every connection is closed and counted, nothing
 //     stays open or held, and the server keeps serving (byte-exact) — over several rounds.
 //   * stop({ drainMs: 500 }) under full load (100 connections streaming, some not reading): resolves
-//     within drainMs + a margin, nothing open afterwards, closes == accepts, the port is free, fds
-//     back, and what each client got before the close is a byte-exact prefix of what it sent.
+//     within drainMs + a margin, nothing open or held afterwards, closes == accepts (some by stop),
+//     the port is free, fds back, and what each client got before the close is a byte-exact prefix
+//     of what it sent.
 //   * SIGINT / SIGTERM to the CLI under load: exit 0 within drain + margin, final line
 //     `bunring stopped: <signal>; accepted=N open=0 ...` with closes == accepts.
-//   * io_uring unavailable (BUNRING_DISABLE_URING=1): backend "uring" throws an Error suggesting
-//     epoll (and starts nothing), "auto" falls back to epoll and says why (API and CLI banner),
-//     epoll is unaffected.
+//   * io_uring unavailable (BUNRING_DISABLE_URING=1; runs whether or not this machine has io_uring):
+//     probe() says so, backend "uring" throws an Error suggesting epoll (and starts nothing), "auto"
+//     falls back to epoll and says why (API and CLI banner), epoll is unaffected.
+// This is the home of stop() under load and of the io_uring-unavailable path; stop() in quieter
+// situations (drain of queued echo, idle connections, restarts) is in tests/lifecycle.test.ts.
 import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
 import net from "node:net";
-import { serve } from "../../src/index.ts";
-import { bannerOf, BUN, exitOf, runCli } from "../helpers/cli.ts";
-import { fmtStats, startServer, stopAll, stopServer } from "../helpers/server.ts";
-import {
-  BACKENDS,
-  backendAvailable,
-  closed,
-  echoOnce,
-  fdCount,
-  freePort,
-  KiB,
-  knob,
-  MiB,
-  pipelinedClient,
-  randomPool,
-  refused,
-  report,
-  rng,
-  statsReach,
-  testTimeout,
-  waitFor,
-  withTimeout,
-} from "./lib.ts";
+import { probe, serve } from "../../src/index.ts";
+import { bannerOf, BUN, exitOf, killIfRunning, runCli, stoppedStats } from "../helpers/cli.ts";
+import { echoOnce, pipelinedClient } from "../helpers/clients.ts";
+import { expectFdsBackTo, fdCount, listFds } from "../helpers/proc.ts";
+import { randomPool, rng } from "../helpers/prng.ts";
+import { report } from "../helpers/report.ts";
+import { KiB, knob, MiB, testTimeout } from "../helpers/scale.ts";
+import { BACKENDS, backendAvailable, fmtStats, startServer, statsReach, stopAll, stopServer } from "../helpers/server.ts";
+import { endOf, freePort, refused } from "../helpers/sockets.ts";
+import { waitFor, withTimeout } from "../helpers/wait.ts";
 
 afterEach(stopAll);
 setDefaultTimeout(testTimeout(30_000, 300_000)); // tests without their own limit
 
-const KILL_ROUNDS = knob("KILL_ROUNDS", 3, 20);
-const KILL_CHILDREN = knob("KILL_CHILDREN", 3, 4);
-const KILL_CONNS = knob("KILL_CONNS", 8, 16); // per child
-const STOP_CONNS = knob("STOP_CONNS", 100, 500);
-const CLI_CONNS = knob("CLI_CONNS", 50, 200);
+const KILL_ROUNDS = knob("BUNRING_REL_KILL_ROUNDS", 3, 20);
+const KILL_CHILDREN = knob("BUNRING_REL_KILL_CHILDREN", 3, 4);
+const KILL_CONNS = knob("BUNRING_REL_KILL_CONNS", 8, 16); // per child
+const STOP_CONNS = knob("BUNRING_REL_STOP_CONNS", 100, 500);
+const CLI_CONNS = knob("BUNRING_REL_CLI_CONNS", 50, 200);
 const DRAIN_MS = 500;
 /** How long past drainMs a stop may take: the loops notice within a few ms; generous for a 2-core box. */
 const STOP_MARGIN_MS = 1_000;
@@ -93,7 +83,7 @@ function streamer(port: number, seed: number, reading: boolean) {
   let error: string | undefined;
   const sock = net.connect({ port, host: "127.0.0.1" });
   const connected = new Promise<void>((r) => sock.once("connect", () => r()));
-  const done = closed(sock);
+  const done = endOf(sock);
   sock.on("error", (e: NodeJS.ErrnoException) => (error = e.code ?? e.message));
   sock.on("end", () => (eof = true));
   const pump = () => {
@@ -208,10 +198,14 @@ describe.each([...BACKENDS])("reliability: faults [%s]", (backend) => {
       const stopMs = performance.now() - t0;
       const st = s.stats();
       expect(s.stopped).toBe(true);
-      expect({ open: st.connOpen, closes: st.connClosedEof + st.connClosedReset + st.connClosedStop + st.connClosedIdle }).toEqual({
-        open: 0,
-        closes: STOP_CONNS,
-      });
+      expect({
+        open: st.connOpen,
+        accepted: st.connAccepted,
+        closes: st.connClosedEof + st.connClosedReset + st.connClosedStop + st.connClosedIdle,
+        buffersInUse: st.buffersInUse,
+        pausedNow: st.pausedNow,
+      }).toEqual({ open: 0, accepted: STOP_CONNS, closes: STOP_CONNS, buffersInUse: 0, pausedNow: 0 });
+      expect(st.connClosedStop).toBeGreaterThan(0); // the non-readers' echo could not drain: stop closed them
       expect({ errors: st.errors, allocs: st.allocsAfterStart }).toEqual({ errors: 0, allocs: 0 });
       expect(stopMs).toBeLessThan(DRAIN_MS + STOP_MARGIN_MS);
 
@@ -261,8 +255,7 @@ describe.each([...BACKENDS])("reliability: faults [%s]", (backend) => {
           const last = r.stdout.trimEnd().split("\n").at(-1)!;
           expect(last).toStartWith("bunring stopped:");
           expect(last).toMatch(new RegExp(`^bunring stopped: ${signal}; accepted=${CLI_CONNS} open=0 `));
-          const f: Record<string, number> = {};
-          for (const m of last.matchAll(/(\w+)=(\d+)/g)) f[m[1]!] = Number(m[2]);
+          const f = stoppedStats(last);
           expect(f.closedEof! + f.closedReset! + f.closedStop! + f.closedIdle!).toBe(CLI_CONNS);
           expect({ errors: f.errors, allocs: f.allocsAfterStart }).toEqual({ errors: 0, allocs: 0 });
           expect(clients.map((c) => c.state().mismatch).filter(Boolean)).toEqual([]);
@@ -270,95 +263,108 @@ describe.each([...BACKENDS])("reliability: faults [%s]", (backend) => {
           expect(await refused(port)).toBe(true);
           report("CLI signal", backend, `${signal} with ${CLI_CONNS} streaming connections: exit 0 after ${exitMs.toFixed(0)} ms (--drain-ms ${DRAIN_MS}); ${last}`);
         } finally {
-          if (run.proc.exitCode === null && run.proc.signalCode === null) run.proc.kill("SIGKILL");
+          killIfRunning(run);
         }
       },
       testTimeout(60_000, 120_000),
     );
   }
+});
 
-  it("io_uring unavailable (BUNRING_DISABLE_URING=1): the right error, fallback or no effect, in the API and the CLI", async () => {
-    const env = { BUNRING_DISABLE_URING: "1" };
+// Not per available backend: this simulates io_uring being unavailable, so it runs on every machine.
+describe("reliability: io_uring unavailable (BUNRING_DISABLE_URING=1)", () => {
+  const env = { BUNRING_DISABLE_URING: "1" };
+  /** Runs `fn` with BUNRING_DISABLE_URING=1 in this process's environment too (for serve() and probe()). */
+  async function withUringDisabled(fn: () => Promise<void>): Promise<void> {
     const saved = process.env.BUNRING_DISABLE_URING;
     process.env.BUNRING_DISABLE_URING = "1";
     try {
-      const port = await freePort();
-      const fds0 = fdCount();
-      if (backend === "uring") {
-        // Asked for uring explicitly: a plain Error (not a usage error) that suggests epoll; nothing started.
-        let err: unknown;
-        try {
-          serve({ backend: "uring", port, host: "127.0.0.1" });
-        } catch (e) {
-          err = e;
-        }
-        expect(err).toBeInstanceOf(Error);
-        expect(err).not.toBeInstanceOf(TypeError);
-        expect(err).not.toBeInstanceOf(RangeError);
-        expect((err as Error).message).toMatch(/io_uring/);
-        expect((err as Error).message).toMatch(/epoll/);
-        expect(await refused(port)).toBe(true);
-        expect(fdCount()).toBeLessThanOrEqual(fds0); // nothing left open (an earlier test's socket may close meanwhile)
-
-        // "auto": falls back to epoll, says why, and serves.
-        const s = serve({ backend: "auto", port: 0, host: "127.0.0.1" });
-        try {
-          expect(s.backend).toBe("epoll");
-          expect(s.fallbackReason).toMatch(/BUNRING_DISABLE_URING|disabled|unavailable/);
-          expect(s.features).toEqual([]);
-          expect(await echoOnce(s.port, "fell back")).toBe("fell back");
-        } finally {
-          await s.stop({ drainMs: 0 });
-        }
-
-        // CLI --backend auto: a banner saying it fell back; serves; stops on SIGINT.
-        const run = runCli(["--backend", "auto", "--port", "0"], { env });
-        try {
-          const b = await bannerOf(run);
-          expect(b.backend).toBe("epoll");
-          expect(b.details).toMatch(/fell back to epoll/);
-          expect(await echoOnce(b.port, "cli fell back")).toBe("cli fell back");
-          run.proc.kill("SIGINT");
-          const r = await exitOf(run);
-          expect(r.code).toBe(0);
-          report("io_uring unavailable", backend, `CLI --backend auto banner: ${b.line}`);
-        } finally {
-          if (run.proc.exitCode === null) run.proc.kill("SIGKILL");
-        }
-
-        // CLI --backend uring: not a usage error (exit 1, not 2), one line suggesting epoll, no banner.
-        const r = await exitOf(runCli(["--backend", "uring", "--port", "0"], { env }));
-        expect(r.code).toBe(1);
-        expect(r.stdout).toBe("");
-        const lines = r.stderr.trimEnd().split("\n");
-        expect(lines.length).toBe(1);
-        expect(lines[0]).toMatch(/epoll/);
-        report("io_uring unavailable", backend, `serve({backend:"uring"}) throws: ${(err as Error).message}; CLI --backend uring exits 1: ${lines[0]}`);
-      } else {
-        // epoll does not care.
-        const s = serve({ backend: "epoll", port: 0, host: "127.0.0.1" });
-        try {
-          expect(s.backend).toBe("epoll");
-          expect(s.fallbackReason).toBeUndefined();
-          expect(await echoOnce(s.port, "unaffected")).toBe("unaffected");
-        } finally {
-          await s.stop({ drainMs: 0 });
-        }
-        const run = runCli(["--backend", "epoll", "--port", "0"], { env });
-        try {
-          const b = await bannerOf(run);
-          expect(b.backend).toBe("epoll");
-          expect(b.details).not.toMatch(/fell back/);
-          expect(await echoOnce(b.port, "cli unaffected")).toBe("cli unaffected");
-          run.proc.kill("SIGINT");
-          expect((await exitOf(run)).code).toBe(0);
-        } finally {
-          if (run.proc.exitCode === null) run.proc.kill("SIGKILL");
-        }
-      }
+      await fn();
     } finally {
       if (saved === undefined) delete process.env.BUNRING_DISABLE_URING;
       else process.env.BUNRING_DISABLE_URING = saved;
     }
-  });
+  }
+
+  test('backend "uring": an Error suggesting epoll, nothing started; "auto" falls back to epoll and says why (API and CLI)', () =>
+    withUringDisabled(async () => {
+      const p = probe();
+      expect(p.uring).toBe(false);
+      expect(p.reason).toBeString();
+
+      // Asked for uring explicitly: a plain Error (not a usage error) that suggests epoll; nothing started.
+      const port = await freePort();
+      const fds0 = listFds();
+      let err: unknown;
+      try {
+        serve({ backend: "uring", port, host: "127.0.0.1" });
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(Error);
+      expect(err).not.toBeInstanceOf(TypeError);
+      expect(err).not.toBeInstanceOf(RangeError);
+      expect((err as Error).message).toMatch(/io_uring/);
+      expect((err as Error).message).toMatch(/epoll/);
+      expect(await refused(port)).toBe(true);
+      await expectFdsBackTo(fds0); // nothing left open
+
+      // "auto": falls back to epoll, says why, and serves.
+      const s = serve({ backend: "auto", port: 0, host: "127.0.0.1" });
+      try {
+        expect(s.backend).toBe("epoll");
+        expect(s.fallbackReason).toMatch(/BUNRING_DISABLE_URING|disabled|unavailable/);
+        expect(s.features).toEqual([]);
+        expect(await echoOnce(s.port, "fell back")).toBe("fell back");
+      } finally {
+        await s.stop({ drainMs: 0 });
+      }
+
+      // CLI --backend auto: a banner saying it fell back; serves; stops on SIGINT.
+      const run = runCli(["--backend", "auto", "--port", "0"], { env });
+      try {
+        const b = await bannerOf(run);
+        expect(b.backend).toBe("epoll");
+        expect(b.details).toMatch(/fell back to epoll/);
+        expect(await echoOnce(b.port, "cli fell back")).toBe("cli fell back");
+        run.proc.kill("SIGINT");
+        const r = await exitOf(run);
+        expect(r.code).toBe(0);
+        report("io_uring unavailable", "uring", `CLI --backend auto banner: ${b.line}`);
+      } finally {
+        killIfRunning(run);
+      }
+
+      // CLI --backend uring: not a usage error (exit 1, not 2), one line suggesting epoll, no banner.
+      const r = await exitOf(runCli(["--backend", "uring", "--port", "0"], { env }));
+      expect(r.code).toBe(1);
+      expect(r.stdout).toBe("");
+      const lines = r.stderr.trimEnd().split("\n");
+      expect(lines.length).toBe(1);
+      expect(lines[0]).toMatch(/epoll/);
+      report("io_uring unavailable", "uring", `serve({backend:"uring"}) throws: ${(err as Error).message}; CLI --backend uring exits 1: ${lines[0]}`);
+    }));
+
+  test('backend "epoll" is unaffected (API and CLI)', () =>
+    withUringDisabled(async () => {
+      const s = serve({ backend: "epoll", port: 0, host: "127.0.0.1" });
+      try {
+        expect(s.backend).toBe("epoll");
+        expect(s.fallbackReason).toBeUndefined();
+        expect(await echoOnce(s.port, "unaffected")).toBe("unaffected");
+      } finally {
+        await s.stop({ drainMs: 0 });
+      }
+      const run = runCli(["--backend", "epoll", "--port", "0"], { env });
+      try {
+        const b = await bannerOf(run);
+        expect(b.backend).toBe("epoll");
+        expect(b.details).not.toMatch(/fell back/);
+        expect(await echoOnce(b.port, "cli unaffected")).toBe("cli unaffected");
+        run.proc.kill("SIGINT");
+        expect((await exitOf(run)).code).toBe(0);
+      } finally {
+        killIfRunning(run);
+      }
+    }));
 });

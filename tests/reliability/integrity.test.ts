@@ -5,16 +5,18 @@
 // and closed by EOF, no buffer held, no allocation after start, no error.
 // CI: 200 connections × 5 s (+ a scarce-pool, 2-loop variant); BUNRING_SOAK=1: 500 × 20 s.
 import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
-import { fmtStats, startServer, stopAll, type ServeOptions } from "../helpers/server.ts";
-import { BACKENDS, backendAvailable, knob, MiB, pipelinedClient, report, statsReach, testTimeout } from "./lib.ts";
+import { pipelinedClient } from "../helpers/clients.ts";
+import { report } from "../helpers/report.ts";
+import { knob, MiB, testTimeout } from "../helpers/scale.ts";
+import { BACKENDS, backendAvailable, fmtStats, startServer, statsReach, stopAll, type ServeOptions } from "../helpers/server.ts";
 
 afterEach(stopAll);
 setDefaultTimeout(testTimeout(30_000, 300_000)); // tests without their own limit
 
-const CONNS = knob("INTEGRITY_CONNS", 200, 500);
-const DURATION_MS = knob("INTEGRITY_MS", 5_000, 20_000);
-const SCARCE_CONNS = knob("INTEGRITY_SCARCE_CONNS", 100, 300);
-const SCARCE_MS = knob("INTEGRITY_SCARCE_MS", 2_000, 10_000);
+const CONNS = knob("BUNRING_REL_INTEGRITY_CONNS", 200, 500);
+const DURATION_MS = knob("BUNRING_REL_INTEGRITY_MS", 5_000, 20_000);
+const SCARCE_CONNS = knob("BUNRING_REL_INTEGRITY_SCARCE_CONNS", 100, 300);
+const SCARCE_MS = knob("BUNRING_REL_INTEGRITY_SCARCE_MS", 2_000, 10_000);
 
 interface Variant {
   name: string;

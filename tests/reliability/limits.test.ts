@@ -8,55 +8,35 @@
 //     clients leave it accepts and echoes again; SIGINT then stops it cleanly.
 //   * idleTimeoutMs: an idle connection is closed by the server after the timeout (not before) and
 //     counted in connClosedIdle; a connection that keeps echoing is not closed.
+// This file is the only home of the maxConnections, EMFILE and idle-timeout tests.
 import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
 import type net from "node:net";
-import { bannerOf, BUN, CLI, exitOf, runCli } from "../helpers/cli.ts";
-import { fmtStats, startServer, stopAll } from "../helpers/server.ts";
-import {
-  BACKENDS,
-  backendAvailable,
-  closed,
-  connect,
-  cpuSeconds,
-  echoOnce,
-  fdCount,
-  knob,
-  report,
-  RoundTripper,
-  statsReach,
-  testTimeout,
-  waitFor,
-  withTimeout,
-} from "./lib.ts";
+import { bannerOf, BUN, CLI, exitOf, killIfRunning, runCli, stoppedStats } from "../helpers/cli.ts";
+import { echoOnce, RoundTripper } from "../helpers/clients.ts";
+import { cpuSeconds, fdCount } from "../helpers/proc.ts";
+import { report } from "../helpers/report.ts";
+import { knob, testTimeout } from "../helpers/scale.ts";
+import { BACKENDS, backendAvailable, fmtStats, startServer, statsReach, stopAll } from "../helpers/server.ts";
+import { connect, type ConnEnd } from "../helpers/sockets.ts";
+import { waitFor, withTimeout } from "../helpers/wait.ts";
 
 afterEach(stopAll);
 setDefaultTimeout(testTimeout(30_000, 300_000)); // tests without their own limit
 
-const EXTRA = knob("LIMIT_EXTRA", 40, 400);
-const EMFILE_CLIENTS = knob("EMFILE_CLIENTS", 120, 1000);
-const EMFILE_WINDOW_MS = knob("EMFILE_WINDOW_MS", 1_000, 5_000);
+const EXTRA = knob("BUNRING_REL_LIMIT_EXTRA", 40, 400);
+const EMFILE_CLIENTS = knob("BUNRING_REL_EMFILE_CLIENTS", 120, 1000);
+const EMFILE_WINDOW_MS = knob("BUNRING_REL_EMFILE_WINDOW_MS", 1_000, 5_000);
 const NOFILE = 64;
 
 /** How a connection ended, seen from the client, and how long after `since` it did. */
-function endOf(sock: net.Socket, since: number): Promise<{ how: string; ms: number }> {
-  return new Promise((resolve) => {
-    let how = "close";
-    sock.on("data", () => undefined); // consume, so an EOF is seen
-    sock.once("end", () => (how = "EOF"));
-    sock.once("error", (e: NodeJS.ErrnoException) => (how = e.code ?? e.message));
-    sock.once("close", () => resolve({ how, ms: performance.now() - since }));
-  });
-}
-
-/** Parses `key=value` pairs of the CLI's final `bunring stopped:` line. */
-function finalStats(line: string): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const m of line.matchAll(/(\w+)=(\d+)/g)) out[m[1]!] = Number(m[2]);
-  return out;
+async function endedAfter(closed: Promise<ConnEnd>, since: number): Promise<{ how: string; ms: number }> {
+  const end = await closed;
+  return { how: end.how, ms: end.at - since };
 }
 
 interface SatClient {
   sock: net.Socket;
+  ended: Promise<ConnEnd>;
   echoed: boolean;
   /** Closed (EOF, reset or close) before the test made it leave. */
   closed: boolean;
@@ -75,9 +55,7 @@ async function saturate(backend: string) {
     ? ["prlimit", `--nofile=${NOFILE}:${NOFILE}`, BUN, CLI, "--backend", backend, "--port", "0"]
     : ["bash", "-c", `ulimit -n ${NOFILE} && exec "${BUN}" "${CLI}" --backend ${backend} --port 0`];
   const run = runCli([], { cmd });
-  const kill = () => {
-    if (run.proc.exitCode === null && run.proc.signalCode === null) run.proc.kill("SIGKILL");
-  };
+  const kill = () => killIfRunning(run);
   try {
     const { port } = await bannerOf(run);
     const pid = run.proc.pid;
@@ -87,9 +65,8 @@ async function saturate(backend: string) {
     let leaving = false;
     const clients: SatClient[] = [];
     for (let i = 0; i < EMFILE_CLIENTS; i++) {
-      const sock = await connect(port); // the kernel completes the handshake even if the server cannot accept
-      const c: SatClient = { sock, echoed: false, closed: false, left: false };
-      sock.on("error", () => undefined);
+      const { sock, closed: ended } = await connect(port); // the kernel completes the handshake even if the server cannot accept
+      const c: SatClient = { sock, ended, echoed: false, closed: false, left: false };
       const byServer = () => {
         if (!leaving && !c.left) c.closed = true;
       };
@@ -129,7 +106,7 @@ async function saturate(backend: string) {
       leave: async () => {
         leaving = true;
         for (const c of clients) c.sock.destroy();
-        await Promise.all(clients.map((c) => closed(c.sock)));
+        await Promise.all(clients.map((c) => c.ended));
       },
       /** SIGINT: exit 0, a final `bunring stopped:` line with nothing open and closes == accepts. */
       stop: async () => {
@@ -138,7 +115,7 @@ async function saturate(backend: string) {
         expect(r.code).toBe(0);
         const lastLine = r.stdout.trimEnd().split("\n").at(-1)!;
         expect(lastLine).toStartWith("bunring stopped:");
-        const f = finalStats(lastLine);
+        const f = stoppedStats(lastLine);
         expect(f.open).toBe(0);
         expect(f.errors).toBe(0);
         expect(f.accepted).toBe(f.closedEof! + f.closedReset! + f.closedStop! + f.closedIdle!);
@@ -170,8 +147,8 @@ describe.each([...BACKENDS])("reliability: limits [%s]", (backend) => {
       const extras = await Promise.all(
         Array.from({ length: EXTRA }, async (_, i) => {
           const since = performance.now();
-          const sock = await connect(s.port);
-          const end = endOf(sock, since);
+          const { sock, closed } = await connect(s.port);
+          const end = endedAfter(closed, since);
           if (i % 2 === 0) sock.write("let me in");
           return withTimeout(end, 5_000, `extra connection ${i} is closed by the server`);
         }),
@@ -225,9 +202,7 @@ describe.each([...BACKENDS])("reliability: limits [%s]", (backend) => {
     let peak = 0;
     const socks = await Promise.all(
       Array.from({ length: total }, async () => {
-        const sock = await connect(s.port);
-        sock.on("error", () => undefined);
-        sock.on("data", () => undefined);
+        const { sock } = await connect(s.port);
         peak = Math.max(peak, stats().connOpen);
         return sock;
       }),
@@ -360,14 +335,7 @@ describe.each([...BACKENDS])("reliability: limits [%s]", (backend) => {
     const idleMs = 300;
     const s = startServer(backend, { idleTimeoutMs: idleMs });
     const stats = () => s.stats();
-    const idle = await connect(s.port);
-    const idleEnd = new Promise<{ how: string; at: number }>((resolve) => {
-      let how = "close";
-      idle.on("data", () => undefined);
-      idle.once("end", () => (how = "EOF"));
-      idle.once("error", (e: NodeJS.ErrnoException) => (how = e.code ?? e.message));
-      idle.once("close", () => resolve({ how, at: performance.now() }));
-    });
+    const { sock: idle, closed: idleEnd } = await connect(s.port);
     // One echo, then silence: the server's idle clock starts at its last byte, which is no earlier
     // than the moment we wrote (a reference that a late 'data' callback cannot shift).
     const lastActive = performance.now();
@@ -379,7 +347,7 @@ describe.each([...BACKENDS])("reliability: limits [%s]", (backend) => {
     // The busy one: an echo every 50 ms (its cadence is the workload, not synchronisation), the
     // first at once. The gaps between its ticks are recorded: if this process stalled for most of
     // a timeout, the server would be right to call it idle, and the test says so instead of failing.
-    const busy = await connect(s.port);
+    const { sock: busy, closed: busyEnd } = await connect(s.port);
     let busyEchoes = 0;
     let busyClosed = false;
     busy.on("data", () => busyEchoes++);
@@ -395,8 +363,9 @@ describe.each([...BACKENDS])("reliability: limits [%s]", (backend) => {
     tick();
     const ticker = setInterval(tick, 50);
     try {
-      const end = await withTimeout(idleEnd, 5_000, `idle connection closed by the server; stats ${fmtStats(stats())}`);
+      const end = await withTimeout(idleEnd, 5_000, () => `idle connection closed by the server; stats ${fmtStats(stats())}`);
       const after = end.at - lastActive;
+      expect(end.how).not.toBe("close"); // the server closed it: the client saw its EOF or a reset
       const atIdleClose = { after: Math.round(after), closedIdle: stats().connClosedIdle, busyClosed, maxGap: Math.round(maxGap) };
       expect(atIdleClose.after).toBeGreaterThanOrEqual(idleMs - 20); // not early (coarse clock aside)
       expect(atIdleClose.after).toBeLessThan(idleMs + 1_000);
@@ -423,7 +392,7 @@ describe.each([...BACKENDS])("reliability: limits [%s]", (backend) => {
     }
     if (busyClosed) return; // only after a stall (checked above)
     busy.end();
-    await withTimeout(closed(busy), 5_000, "busy connection closes after FIN");
+    await withTimeout(busyEnd, 5_000, "busy connection closes after FIN");
     await statsReach(stats, (st) => st.connOpen === 0, "all closed");
     const st = stats();
     expect({ idle: st.connClosedIdle, eof: st.connClosedEof, errors: st.errors }).toEqual({ idle: 1, eof: 1, errors: 0 });

@@ -15,27 +15,19 @@ import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { availableParallelism } from "node:os";
-import { fmtStats, startServer, stopAll } from "../helpers/server.ts";
-import {
-  BACKENDS,
-  backendAvailable,
-  connect,
-  KiB,
-  knob,
-  MiB,
-  report,
-  RoundTripper,
-  statsReach,
-  testTimeout,
-  withTimeout,
-} from "./lib.ts";
+import { RoundTripper } from "../helpers/clients.ts";
+import { report } from "../helpers/report.ts";
+import { KiB, knob, MiB, testTimeout } from "../helpers/scale.ts";
+import { BACKENDS, backendAvailable, fmtStats, startServer, statsReach, stopAll, type Backend, type Server } from "../helpers/server.ts";
+import { connect } from "../helpers/sockets.ts";
+import { withTimeout } from "../helpers/wait.ts";
 
 afterEach(stopAll);
 setDefaultTimeout(testTimeout(30_000, 300_000)); // tests without their own limit
 
-const HOG_BYTES = knob("HOG_BYTES", 16 * MiB, 64 * MiB);
-const GOOD = knob("GOOD_CONNS", 50, 200);
-const WINDOW_MS = knob("WINDOW_MS", 2_000, 6_000);
+const HOG_BYTES = knob("BUNRING_REL_HOG_BYTES", 16 * MiB, 64 * MiB);
+const GOOD = knob("BUNRING_REL_GOOD_CONNS", 50, 200);
+const WINDOW_MS = knob("BUNRING_REL_WINDOW_MS", 2_000, 6_000);
 const MIN_RATIO = 0.8;
 
 /**
@@ -43,10 +35,13 @@ const MIN_RATIO = 0.8;
  * same core, which halves the echo rate for seconds at a time, independently of anything the test
  * does (measured: 50k vs 120k round trips/s, flipping at random). Rate comparisons pin them apart:
  * the loop to the last CPU (serve's cpus option) and this process's main thread to CPU 0
- * (taskset on the main thread only), restoring the thread's mask afterwards.
+ * (taskset on the main thread only), restoring the thread's mask afterwards. The server starts
+ * first: serve() checks its cpus against the calling thread's affinity, which the pin narrows to CPU 0.
  */
+const CAN_PIN = availableParallelism() >= 2 && Bun.which("taskset") !== null;
+
 function pinMainThread(): (() => void) | undefined {
-  if (availableParallelism() < 2 || !Bun.which("taskset")) return undefined;
+  if (!CAN_PIN) return undefined;
   const pid = String(process.pid);
   const before = spawnSync("taskset", ["-p", pid], { encoding: "utf8" });
   const mask = /affinity mask:\s*([0-9a-f]+)/.exec(before.stdout ?? "")?.[1];
@@ -74,13 +69,7 @@ describe.each([...BACKENDS])("reliability: a peer that never reads [%s]", (backe
   it(
     `one peer sends ${HOG_BYTES / MiB} MiB and never reads while ${GOOD} others echo: they keep ≥ ${MIN_RATIO * 100} % of their rate, memory stays bounded, then it gets every byte`,
     async () => {
-      const lastCpu = availableParallelism() - 1;
-      const unpin = lastCpu > 0 ? pinMainThread() : undefined;
-      try {
-        await slowPeerScenario(backend, unpin ? [lastCpu] : []);
-      } finally {
-        unpin?.();
-      }
+      await slowPeerScenario(backend, CAN_PIN ? [availableParallelism() - 1] : []);
     },
     testTimeout(60_000, 300_000),
   );
@@ -91,10 +80,20 @@ interface Trial {
   line: string;
 }
 
-async function slowPeerScenario(backend: (typeof BACKENDS)[number], cpus: number[]): Promise<void> {
+async function slowPeerScenario(backend: Backend, cpus: number[]): Promise<void> {
   const bufferSize = 2048;
   const maxPendingBytes = 64 * KiB;
   const s = startServer(backend, { bufferSize, maxPendingBytes, cpus });
+  const unpin = cpus.length > 0 ? pinMainThread() : undefined;
+  try {
+    await scenarioOn(s, bufferSize, maxPendingBytes);
+  } finally {
+    unpin?.();
+  }
+}
+
+async function scenarioOn(s: Server, bufferSize: number, maxPendingBytes: number): Promise<void> {
+  const backend = s.backend;
   const stats = () => s.stats();
   const rts = await Promise.all(Array.from({ length: GOOD }, (_, i) => RoundTripper.open(s.port, i, 1024)));
   await statsReach(stats, (st) => st.connOpen === GOOD, `${GOOD} healthy connections open`);
@@ -124,7 +123,7 @@ async function slowPeerScenario(backend: (typeof BACKENDS)[number], cpus: number
 
 /** Baseline window, hog stuck + window, hog reads everything back, baseline window. */
 async function trial(
-  s: ReturnType<typeof startServer>,
+  s: Server,
   rts: RoundTripper[],
   seed: number,
   bufferSize: number,
@@ -145,7 +144,7 @@ async function trial(
   // server pauses it at maxPendingBytes).
   const payload = randomBytes(HOG_BYTES);
   payload.writeUInt32LE(seed, 0);
-  const hog = await connect(s.port);
+  const { sock: hog } = await connect(s.port);
   hog.pause();
   const hogErrors: Error[] = [];
   hog.on("error", (e) => hogErrors.push(e));
