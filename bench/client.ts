@@ -1,10 +1,12 @@
 // client.ts — `bun run client`: the echo benchmark client, rust_echo_bench's CLI and output on top of
-// the shim's load generator. Parses and validates every flag (usage errors exit 2), runs the load on
-// native threads while showing progress on stderr, then prints rust_echo_bench's lines (or --json).
+// the load generator (bench/loadgen/, bound by ffi/loadgen.ts). Benchmark equipment, not part of the
+// package: it lives in bench/ with the rest of it. Parses and validates every flag (usage errors exit
+// 2), runs the load on native threads while showing progress on stderr, then prints rust_echo_bench's
+// lines (or --json).
 // Exit status: 0 clean run, 1 a run with errors (connect, mismatch, short read, I/O) or a failed run.
 import { isIPv4, isIPv6 } from "node:net";
 import { cpus as osCpus } from "node:os";
-import { parseFlags, UsageError } from "./flags.ts";
+import { parseFlags, UsageError } from "../src/flags.ts";
 import { LOADGEN_LIMITS, runLoadgen, type LoadgenOptions, type LoadgenProgress, type LoadgenResult } from "../ffi/loadgen.ts";
 
 const DEFAULTS = { address: "127.0.0.1:6379", number: 50, duration: 10, length: 512, threads: 1, warmup: 1, connectTimeout: 10 };

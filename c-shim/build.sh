@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the C shim into c-shim/build/libbunring.so (or DIR/libbunring.so with --out DIR; and, with
-# --asan, an ASan+UBSan variant and the C test driver). liburing is linked statically (liburing.a from
+# Builds the C shim into c-shim/build/libbunring.so (or DIR/libbunring.so with --out DIR). (The
+# sanitizer drivers are built by tests/c/build.sh.) liburing is linked statically (liburing.a from
 # liburing-dev) so the library runs where liburing is not installed. Installs liburing-dev through apt
 # when its headers are missing and we are root; otherwise says which packages to install.
 # Rebuilds the library only when the C sources (and this script) differ from the ones it was built
@@ -12,14 +12,12 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 out="$here/build"
 quiet=0
-asan=0
 force=0
 while [ $# -gt 0 ]; do
   arg=$1
   shift
   case "$arg" in
     --quiet) quiet=1 ;;
-    --asan) asan=1 ;;
     --force) force=1 ;;
     --out)
       [ $# -gt 0 ] && [ -n "$1" ] || { echo "build.sh: --out needs a directory" >&2; exit 2; }
@@ -27,7 +25,7 @@ while [ $# -gt 0 ]; do
       shift
       ;;
     --out=?*) out=${arg#--out=} ;;
-    *) echo "build.sh: unknown argument '$arg' (allowed: --quiet, --force, --out DIR, --asan)" >&2; exit 2 ;;
+    *) echo "build.sh: unknown argument '$arg' (allowed: --quiet, --force, --out DIR)" >&2; exit 2 ;;
   esac
 done
 say() { [ "$quiet" = 1 ] || echo "$@"; }
@@ -63,14 +61,6 @@ ensure_liburing() {
   fi
   echo "bunring: cannot build the native shim: the liburing headers are missing. Install the package 'liburing-dev' (Debian/Ubuntu: sudo apt-get install liburing-dev; Fedora: liburing-devel) and run this again." >&2
   exit 1
-}
-
-# Rebuild when the target is missing or older than any C source or header (or always, with --force).
-stale() {
-  local target=$1
-  [ "$force" = 0 ] || return 0
-  [ -f "$target" ] || return 0
-  [ -n "$(find "$here" -maxdepth 1 \( -name '*.c' -o -name '*.h' -o -name 'build.sh' \) -newer "$target" -print -quit)" ]
 }
 
 # Hash of the C sources, headers and this script: sha256sum of each in C-locale name order, then
@@ -109,15 +99,4 @@ if [ "$force" = 1 ] || [ ! -f "$lib" ] || [ "$(cat "$lib.source-hash" 2>/dev/nul
   # Library first, then its stamp: a reader never sees the new stamp beside an old library.
   mv -f "$tmp" "$lib"
   mv -f "$tmp.hash" "$lib.source-hash"
-fi
-
-if [ "$asan" = 1 ]; then
-  driver="$here/../tests/c/driver.c"
-  if stale "$out/driver-asan" || [ "$driver" -nt "$out/driver-asan" ]; then
-    ensure_liburing
-    say "bunring: building c-shim/build/driver-asan and driver-plain (sanitizer and valgrind drivers)"
-    san=(-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
-    cc "${cflags[@]/-O2/-O1}" "${san[@]}" -I"$here" -o "$out/driver-asan" "$driver" "${srcs[@]}" -luring
-    cc "${cflags[@]}" -I"$here" -o "$out/driver-plain" "$driver" "${srcs[@]}" -luring
-  fi
 fi

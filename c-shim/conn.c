@@ -12,7 +12,7 @@
  *      buffers fall to the reserve ("pressure"), a connection pauses as soon as it holds
  *      PRESSURE_PAUSE_BUFFERS buffers, so every further paused peer costs at most that many.
  *   2. A grace: under pressure, a connection that is paused and whose peer has read nothing of its
- *      echo for stallTimeoutMs is closed, longest stall first, counted as connClosedStalled. A peer
+ *      echo for stallTimeoutMs (0 = no limit) is closed, longest stall first, counted as connClosedStalled. A peer
  *      that starts reading again before then gets every byte back (any progress restarts its clock).
  *   3. Only when nothing else keeps the server serving — no buffer is free and a connection waits
  *      for one — the grace shrinks to EXHAUSTED_STALL_MS: a paused peer that has read nothing for
@@ -357,12 +357,13 @@ void pool_update_pressure(struct loop *l)
     l->pressure = pressure;
 }
 
-/* How long a paused peer may read nothing before it is closed, now: the configured grace, or
- * EXHAUSTED_STALL_MS while no buffer is free and a connection waits for one. */
+/* How long a paused peer may read nothing before it is closed, now: the configured grace (0 = no
+ * limit), or at most EXHAUSTED_STALL_MS while no buffer is free and a connection waits for one. */
 static uint32_t stall_grace(const struct loop *l)
 {
+    uint32_t grace = l->stall_ms ? l->stall_ms : UINT32_MAX;
     bool exhausted = free_buffers(l) == 0 && l->starved_head != NO_SLOT;
-    return exhausted && EXHAUSTED_STALL_MS < l->stall_ms ? EXHAUSTED_STALL_MS : l->stall_ms;
+    return exhausted && EXHAUSTED_STALL_MS < grace ? EXHAUSTED_STALL_MS : grace;
 }
 
 struct conn *pool_stall_victim(struct loop *l)
@@ -383,8 +384,10 @@ uint32_t pool_stall_wait_ms(const struct loop *l)
 {
     if (!l->pressure || l->paused_head == NO_SLOT)
         return UINT32_MAX;
-    uint32_t waited = l->now_ms - l->conns[l->paused_head].paused_since;
     uint32_t grace = stall_grace(l);
+    if (grace == UINT32_MAX)
+        return UINT32_MAX;
+    uint32_t waited = l->now_ms - l->conns[l->paused_head].paused_since;
     return waited >= grace ? 0 : grace - waited;
 }
 

@@ -1,11 +1,17 @@
-// loadgen.ts — the bun:ffi binding of the shim's load generator (c-shim/loadgen.c): its symbols, the
-// byte layouts of its three structs (checked against the library's sizes at load time), and a typed
-// API: startLoadgen() returns a handle; runLoadgen() polls it with `await Bun.sleep` (the native
-// threads do the work, the JS thread stays free), reports progress, enforces a hard deadline and
-// returns the result. It opens the same library as ffi/lib.ts (same path, same staleness check).
-import { dlopen, FFIType, type Pointer } from "bun:ffi";
-import { checkBuilt, cStringAt, libraryPath } from "./lib.ts";
+// loadgen.ts — the bun:ffi binding of the benchmark's load generator, a library of its own
+// (bench/loadgen/loadgen.h, built by `bun run build:loadgen` into
+// bench/loadgen/build/libbunring_loadgen.so; override: BUNRING_LOADGEN_LIB). It is opened through
+// ffi/loader.ts like the product library: ABI version checked, every struct offset taken from the
+// library's own layout description. Typed API: startLoadgen() returns a handle; runLoadgen() polls it
+// with `await Bun.sleep` (the native threads do the work, the JS thread stays free), reports
+// progress, enforces a hard deadline and returns the result. The library is opened on first use, so
+// importing this module (for LOADGEN_LIMITS, say) needs no build.
+import { FFIType, type Pointer } from "bun:ffi";
+import { existsSync, readdirSync, statSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { cStringAt, openLibrary } from "./loader.ts";
 
+/** BUNRING_LOADGEN_* limits of loadgen.h (the library checks the same numbers). */
 export const LOADGEN_LIMITS = {
   maxConnections: 100_000,
   maxLength: 1 << 20,
@@ -16,77 +22,43 @@ export const LOADGEN_LIMITS = {
   maxCpus: 256,
 } as const;
 
-/** struct bunring_loadgen_config: ten 4-byte fields, then int32 cpus[256]. */
-const CONFIG = {
-  port: 0,
-  connections: 4,
-  length: 8,
-  threads: 12,
-  warmupMs: 16,
-  durationMs: 20,
-  connectTimeoutMs: 24,
-  serverPid: 28,
-  flags: 32,
-  cpuCount: 36,
-  cpus: 40,
-  size: 40 + 4 * LOADGEN_LIMITS.maxCpus,
-} as const;
+/** The ABI version this binding speaks (BUNRING_LOADGEN_ABI_VERSION). */
+const ABI_VERSION = 1;
+const LIB_NAME = "libbunring_loadgen.so";
+const SOURCE_DIR = resolve(import.meta.dir, "..", "bench", "loadgen");
+const BUILD_HINT =
+  "build it with `bun run build:loadgen` (bash bench/loadgen/build.sh) in the bunring repository, or point BUNRING_LOADGEN_LIB at a current build";
 
-/** struct bunring_loadgen_progress: two u32, then u64 fields. */
-const PROGRESS = {
-  phase: 0,
-  done: 4,
-  connections: 8,
-  connectErrors: 16,
-  errors: 24,
-  responsesTotal: 32,
-  responses: 40,
-  nowNs: 48,
-  startNs: 56,
-  endNs: 64,
-  size: 72,
-} as const;
+/**
+ * The library to open: $BUNRING_LOADGEN_LIB as is, else bench/loadgen/build/libbunring_loadgen.so,
+ * which must exist and be no older than any of bench/loadgen's *.c, *.h and build.sh (build.sh's own
+ * staleness rule). Never builds: throws an Error saying how.
+ */
+function locateLoadgen(): string {
+  const override = process.env.BUNRING_LOADGEN_LIB;
+  if (override !== undefined) {
+    if (!existsSync(override)) throw new Error(`bunring: BUNRING_LOADGEN_LIB names ${override}, which does not exist; ${BUILD_HINT}`);
+    return override;
+  }
+  const lib = join(SOURCE_DIR, "build", LIB_NAME);
+  if (!existsSync(lib)) throw new Error(`bunring: the load generator library ${lib} is not built; ${BUILD_HINT}`);
+  const built = statSync(lib, { bigint: true }).mtimeNs;
+  const newer = readdirSync(SOURCE_DIR)
+    .filter((n) => n.endsWith(".c") || n.endsWith(".h") || n === "build.sh")
+    .filter((n) => statSync(join(SOURCE_DIR, n), { bigint: true }).mtimeNs > built);
+  if (newer.length > 0) {
+    throw new Error(`bunring: the load generator library ${lib} is older than its sources (${newer.join(", ")}); ${BUILD_HINT}`);
+  }
+  return lib;
+}
 
-/** struct bunring_loadgen_result: i32 status, u32 connections, 22 u64/i64 fields, two u32, char message[256]. */
-const RESULT = {
-  status: 0,
-  connections: 4,
-  connectErrors: 8,
-  mismatches: 16,
-  shortReads: 24,
-  ioErrors: 32,
-  requests: 40,
-  responses: 48,
-  responsesTotal: 56,
-  bytesVerified: 64,
-  elapsedNs: 72,
-  connectNs: 80,
-  latencyMinNs: 88,
-  latencyMeanNs: 96,
-  latencyP50Ns: 104,
-  latencyP90Ns: 112,
-  latencyP99Ns: 120,
-  latencyP999Ns: 128,
-  latencyMaxNs: 136,
-  serverCpuNs: 144,
-  serverCpuTicks: 152,
-  ticksPerSec: 160,
-  clientCpuNs: 168,
-  edgeSkewNs: 176,
-  uringWorkers: 184,
-  workers: 188,
-  message: 192,
-  messageLength: 256,
-  size: 448,
-} as const;
-
-/** struct bunring_error: int32 code, char message[252]. */
-const ERROR = { code: 0, message: 4, size: 256 } as const;
+/** char message[] of bunring_loadgen_result and bunring_loadgen_error. */
+const RESULT_MESSAGE_BYTES = 256;
+const ERROR_MESSAGE_BYTES = 252;
 
 const symbols = {
-  bunring_loadgen_config_size: { args: [], returns: FFIType.u32 },
-  bunring_loadgen_progress_size: { args: [], returns: FFIType.u32 },
-  bunring_loadgen_result_size: { args: [], returns: FFIType.u32 },
+  bunring_loadgen_abi_version: { args: [], returns: FFIType.u32 },
+  bunring_loadgen_layout_entry: { args: [FFIType.u32, FFIType.ptr], returns: FFIType.ptr },
   bunring_loadgen_start: { args: [FFIType.ptr, FFIType.ptr, FFIType.ptr], returns: FFIType.ptr },
   bunring_loadgen_progress: { args: [FFIType.ptr, FFIType.ptr], returns: FFIType.void },
   bunring_loadgen_done: { args: [FFIType.ptr], returns: FFIType.u32 },
@@ -96,26 +68,78 @@ const symbols = {
 } as const;
 
 function open() {
-  const path = libraryPath();
-  checkBuilt(path);
-  const s = dlopen(path, symbols).symbols;
-  const sizes: [string, number, number][] = [
-    ["bunring_loadgen_config", s.bunring_loadgen_config_size(), CONFIG.size],
-    ["bunring_loadgen_progress", s.bunring_loadgen_progress_size(), PROGRESS.size],
-    ["bunring_loadgen_result", s.bunring_loadgen_result_size(), RESULT.size],
-  ];
-  for (const [name, actual, expected] of sizes) {
-    if (actual !== expected) {
-      throw new Error(`bunring: ${path} has sizeof(struct ${name}) = ${actual}, ffi/loadgen.ts expects ${expected}; rebuild the shim`);
-    }
-  }
-  return s;
+  const lib = openLibrary({
+    name: LIB_NAME,
+    path: locateLoadgen(),
+    symbols,
+    abiSymbol: "bunring_loadgen_abi_version",
+    abiVersion: ABI_VERSION,
+    layoutSymbol: "bunring_loadgen_layout_entry",
+    rebuildHint: BUILD_HINT,
+  });
+  const config = lib.struct("bunring_loadgen_config", {
+    port: "u32",
+    connections: "u32",
+    length: "u32",
+    threads: "u32",
+    warmupMs: "u32",
+    durationMs: "u32",
+    connectTimeoutMs: "u32",
+    serverPid: "i32",
+    flags: "u32",
+    cpuCount: "u32",
+    cpus: { bytes: 4 * LOADGEN_LIMITS.maxCpus },
+  });
+  const progress = lib.struct("bunring_loadgen_progress", {
+    phase: "u32",
+    done: "u32",
+    connections: "u64",
+    connectErrors: "u64",
+    errors: "u64",
+    responsesTotal: "u64",
+    responses: "u64",
+    nowNs: "u64",
+    startNs: "u64",
+    endNs: "u64",
+  });
+  const result = lib.struct("bunring_loadgen_result", {
+    status: "i32",
+    connections: "u32",
+    connectErrors: "u64",
+    mismatches: "u64",
+    shortReads: "u64",
+    ioErrors: "u64",
+    requests: "u64",
+    responses: "u64",
+    responsesTotal: "u64",
+    bytesVerified: "u64",
+    elapsedNs: "u64",
+    connectNs: "u64",
+    latencyMinNs: "u64",
+    latencyMeanNs: "u64",
+    latencyP50Ns: "u64",
+    latencyP90Ns: "u64",
+    latencyP99Ns: "u64",
+    latencyP999Ns: "u64",
+    latencyMaxNs: "u64",
+    serverCpuNs: "i64",
+    serverCpuTicks: "i64",
+    ticksPerSec: "u64",
+    clientCpuNs: "i64",
+    edgeSkewNs: "u64",
+    uringWorkers: "u32",
+    workers: "u32",
+    message: { bytes: RESULT_MESSAGE_BYTES },
+  });
+  const error = lib.struct("bunring_loadgen_error", { code: "i32", message: { bytes: ERROR_MESSAGE_BYTES } });
+  return { symbols: lib.symbols, config, progress, result, error };
 }
 
-let lib: ReturnType<typeof open> | undefined;
-function native(): ReturnType<typeof open> {
-  lib ??= open();
-  return lib;
+type Native = ReturnType<typeof open>;
+let loaded: Native | undefined;
+function native(): Native {
+  loaded ??= open();
+  return loaded;
 }
 
 export interface LoadgenOptions {
@@ -203,86 +227,87 @@ export interface LoadgenHandle {
   free(): void;
 }
 
-function encodeConfig(o: LoadgenOptions): Uint8Array {
-  const bytes = new Uint8Array(CONFIG.size);
+function encodeConfig(at: Native["config"], o: LoadgenOptions): Uint8Array {
+  const bytes = new Uint8Array(at.size);
   const view = new DataView(bytes.buffer);
   const u32 = (offset: number, value: number) => view.setUint32(offset, value, true);
-  u32(CONFIG.port, o.port);
-  u32(CONFIG.connections, o.connections);
-  u32(CONFIG.length, o.length);
-  u32(CONFIG.threads, o.threads);
-  u32(CONFIG.warmupMs, o.warmupMs);
-  u32(CONFIG.durationMs, o.durationMs);
-  u32(CONFIG.connectTimeoutMs, o.connectTimeoutMs);
-  view.setInt32(CONFIG.serverPid, o.serverPid ?? 0, true);
-  u32(CONFIG.flags, o.io === "epoll" ? FLAG_EPOLL : 0);
+  u32(at.port, o.port);
+  u32(at.connections, o.connections);
+  u32(at.length, o.length);
+  u32(at.threads, o.threads);
+  u32(at.warmupMs, o.warmupMs);
+  u32(at.durationMs, o.durationMs);
+  u32(at.connectTimeoutMs, o.connectTimeoutMs);
+  view.setInt32(at.serverPid, o.serverPid ?? 0, true);
+  u32(at.flags, o.io === "epoll" ? FLAG_EPOLL : 0);
   const cpus = o.cpus.slice(0, LOADGEN_LIMITS.maxCpus);
-  u32(CONFIG.cpuCount, cpus.length);
-  cpus.forEach((cpu, i) => view.setInt32(CONFIG.cpus + 4 * i, cpu, true));
+  u32(at.cpuCount, cpus.length);
+  cpus.forEach((cpu, i) => view.setInt32(at.cpus + 4 * i, cpu, true));
   return bytes;
 }
 
-function decodeResult(bytes: Uint8Array): LoadgenResult {
+function decodeResult(at: Native["result"], bytes: Uint8Array): LoadgenResult {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const u64 = (offset: number) => Number(view.getBigUint64(offset, true));
   const i64 = (offset: number) => Number(view.getBigInt64(offset, true));
   const us = (offset: number) => u64(offset) / 1000;
-  const elapsedNs = u64(RESULT.elapsedNs);
+  const elapsedNs = u64(at.elapsedNs);
   const perSec = (n: number) => (elapsedNs > 0 ? (n * 1e9) / elapsedNs : 0);
-  const cpuNs = i64(RESULT.serverCpuNs);
-  const ticks = i64(RESULT.serverCpuTicks);
-  const ticksPerSec = u64(RESULT.ticksPerSec) || 100;
+  const cpuNs = i64(at.serverCpuNs);
+  const ticks = i64(at.serverCpuTicks);
+  const ticksPerSec = u64(at.ticksPerSec) || 100;
   const fromTicks = ticks >= 0 ? (ticks * 1e6) / ticksPerSec : null;
-  const clientNs = i64(RESULT.clientCpuNs);
-  const requests = u64(RESULT.requests);
-  const responses = u64(RESULT.responses);
-  const uringWorkers = view.getUint32(RESULT.uringWorkers, true);
-  const workers = view.getUint32(RESULT.workers, true);
+  const clientNs = i64(at.clientCpuNs);
+  const requests = u64(at.requests);
+  const responses = u64(at.responses);
+  const uringWorkers = view.getUint32(at.uringWorkers, true);
+  const workers = view.getUint32(at.workers, true);
   return {
-    status: view.getInt32(RESULT.status, true),
-    message: cStringAt(bytes, RESULT.message, RESULT.messageLength),
-    connections: view.getUint32(RESULT.connections, true),
-    connectErrors: u64(RESULT.connectErrors),
-    mismatches: u64(RESULT.mismatches),
-    shortReads: u64(RESULT.shortReads),
-    ioErrors: u64(RESULT.ioErrors),
+    status: view.getInt32(at.status, true),
+    message: cStringAt(bytes, at.message, RESULT_MESSAGE_BYTES),
+    connections: view.getUint32(at.connections, true),
+    connectErrors: u64(at.connectErrors),
+    mismatches: u64(at.mismatches),
+    shortReads: u64(at.shortReads),
+    ioErrors: u64(at.ioErrors),
     requests,
     responses,
-    responsesTotal: u64(RESULT.responsesTotal),
-    bytesVerified: u64(RESULT.bytesVerified),
+    responsesTotal: u64(at.responsesTotal),
+    bytesVerified: u64(at.bytesVerified),
     elapsedS: elapsedNs / 1e9,
-    connectS: u64(RESULT.connectNs) / 1e9,
+    connectS: u64(at.connectNs) / 1e9,
     requestsPerSec: perSec(requests),
     responsesPerSec: perSec(responses),
     latencyUs: {
-      min: us(RESULT.latencyMinNs),
-      mean: us(RESULT.latencyMeanNs),
-      p50: us(RESULT.latencyP50Ns),
-      p90: us(RESULT.latencyP90Ns),
-      p99: us(RESULT.latencyP99Ns),
-      p999: us(RESULT.latencyP999Ns),
-      max: us(RESULT.latencyMaxNs),
+      min: us(at.latencyMinNs),
+      mean: us(at.latencyMeanNs),
+      p50: us(at.latencyP50Ns),
+      p90: us(at.latencyP90Ns),
+      p99: us(at.latencyP99Ns),
+      p999: us(at.latencyP999Ns),
+      max: us(at.latencyMaxNs),
     },
     serverCpuUs: cpuNs >= 0 ? cpuNs / 1000 : fromTicks,
     serverCpuUsFromTicks: fromTicks,
     clientCpuUs: clientNs >= 0 ? clientNs / 1000 : null,
-    edgeSkewUs: u64(RESULT.edgeSkewNs) / 1000,
+    edgeSkewUs: u64(at.edgeSkewNs) / 1000,
     io: uringWorkers === 0 ? "epoll" : uringWorkers === workers ? "io_uring" : "io_uring+epoll",
   };
 }
 
 /** Starts a run (the connect phase begins at once). Throws with the shim's message on bad options. */
 export function startLoadgen(options: LoadgenOptions): LoadgenHandle {
-  const s = native();
-  const config = encodeConfig(options);
+  const lib = native();
+  const s = lib.symbols;
+  const config = encodeConfig(lib.config, options);
   const host = new TextEncoder().encode(`${options.host}\0`);
-  const err = new Uint8Array(ERROR.size);
+  const err = new Uint8Array(lib.error.size);
   const handle = s.bunring_loadgen_start(config, host, err) as Pointer | null;
   if (!handle) {
-    const code = new DataView(err.buffer).getInt32(ERROR.code, true);
-    throw new Error(`bunring loadgen: ${cStringAt(err, ERROR.message, ERROR.size - ERROR.message)} (${code})`);
+    const code = new DataView(err.buffer).getInt32(lib.error.code, true);
+    throw new Error(`bunring loadgen: ${cStringAt(err, lib.error.message, ERROR_MESSAGE_BYTES)} (${code})`);
   }
-  const progressBytes = new Uint8Array(PROGRESS.size);
+  const progressBytes = new Uint8Array(lib.progress.size);
   const progressView = new DataView(progressBytes.buffer);
   let freed = false;
   const live = () => {
@@ -293,17 +318,17 @@ export function startLoadgen(options: LoadgenOptions): LoadgenHandle {
     progress() {
       s.bunring_loadgen_progress(live(), progressBytes);
       const u64 = (offset: number) => Number(progressView.getBigUint64(offset, true));
-      const now = u64(PROGRESS.nowNs);
-      const start = u64(PROGRESS.startNs);
-      const end = u64(PROGRESS.endNs);
+      const now = u64(lib.progress.nowNs);
+      const start = u64(lib.progress.startNs);
+      const end = u64(lib.progress.endNs);
       return {
-        phase: PHASES[progressView.getUint32(PROGRESS.phase, true)] ?? "done",
-        done: progressView.getUint32(PROGRESS.done, true) !== 0,
-        connections: u64(PROGRESS.connections),
-        connectErrors: u64(PROGRESS.connectErrors),
-        errors: u64(PROGRESS.errors),
-        responsesTotal: u64(PROGRESS.responsesTotal),
-        responses: u64(PROGRESS.responses),
+        phase: PHASES[progressView.getUint32(lib.progress.phase, true)] ?? "done",
+        done: progressView.getUint32(lib.progress.done, true) !== 0,
+        connections: u64(lib.progress.connections),
+        connectErrors: u64(lib.progress.connectErrors),
+        errors: u64(lib.progress.errors),
+        responsesTotal: u64(lib.progress.responsesTotal),
+        responses: u64(lib.progress.responses),
         measuredS: start > 0 && now > start ? (Math.min(now, end) - start) / 1e9 : 0,
         durationS: options.durationMs / 1000,
       };
@@ -311,8 +336,8 @@ export function startLoadgen(options: LoadgenOptions): LoadgenHandle {
     done: () => s.bunring_loadgen_done(live()) !== 0,
     stop: () => s.bunring_loadgen_stop(live()),
     result() {
-      const bytes = new Uint8Array(RESULT.size);
-      return s.bunring_loadgen_result(live(), bytes) === 0 ? decodeResult(bytes) : null;
+      const bytes = new Uint8Array(lib.result.size);
+      return s.bunring_loadgen_result(live(), bytes) === 0 ? decodeResult(lib.result, bytes) : null;
     },
     free() {
       if (freed) return;

@@ -128,9 +128,9 @@ export const OPTION_TABLE = [
     name: "stallTimeoutMs",
     flag: "--stall-timeout-ms",
     valueName: "N",
-    kind: { type: "integer", cField: "stall_timeout_ms", zeroMeans: "no grace" },
+    kind: { type: "integer", cField: "stall_timeout_ms", zeroMeans: "no limit" },
     default: 10_000,
-    help: "while the buffer pool is short, a peer that has not read for N ms is closed (see docs/design.md)",
+    help: "while the buffer pool is short, a paused peer that has read nothing for N ms is closed (docs/design.md)",
   },
   {
     name: "sqpoll",

@@ -8,7 +8,7 @@ import { exitOf, REPO, runCli } from "./helpers/cli.ts";
 
 setDefaultTimeout(30_000);
 
-const CLIENT = resolve(REPO, "src", "client.ts");
+const CLIENT = resolve(REPO, "bench", "client.ts");
 const client = (args: string[]) => exitOf(runCli([], { cmd: [process.execPath, CLIENT, ...args] }), 20_000);
 
 const server = serve({ backend: "epoll", port: 0 });

@@ -4,7 +4,7 @@
 // Every case runs with the client's io_uring traffic loop and with its epoll one.
 import { afterAll, describe, expect, it, setDefaultTimeout } from "bun:test";
 import { runLoadgen, type LoadgenIo } from "../ffi/loadgen.ts";
-import { probeNative } from "../ffi/index.ts";
+import { probeNative } from "../ffi/server.ts";
 import { serve } from "../src/index.ts";
 
 setDefaultTimeout(30_000);

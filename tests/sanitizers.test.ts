@@ -1,5 +1,5 @@
 // sanitizers.test.ts — part of `bun test`: builds the C driver with ASan+UBSan and plain
-// (`bash c-shim/build.sh --asan`), runs driver-asan (both backends, threads 1 and 2: echo with
+// (`bash tests/c/build.sh`), runs driver-asan (both backends, threads 1 and 2: echo with
 // byte-exact checks, half-close, a reset, stop under load, start failures, free while running) with
 // leak detection and halt-on-error, and driver-plain under valgrind memcheck with a smaller load.
 // Each must exit 0 with no sanitizer or valgrind finding in its output. See tests/c/run-sanitizers.ts.
@@ -14,7 +14,7 @@ beforeAll(async () => {
 });
 
 describe("C driver under sanitizers", () => {
-  test("build.sh --asan builds driver-asan and driver-plain (-Wall -Wextra -Werror)", () => {
+  test("tests/c/build.sh builds driver-asan and driver-plain (-Wall -Wextra -Werror)", () => {
     if (!ok(build)) throw new Error(describeStep(build));
     expect(build.code).toBe(0);
   });

@@ -1,27 +1,28 @@
 /*
- * loadgen.c — the benchmark client (load generator). It lives in the shim, not in JS, so that the
- * instrument outruns what it measures: one JS thread cannot drive hundreds of thousands of verified
- * round trips per second without becoming the bottleneck.
+ * loadgen.c — the benchmark client (load generator): its ABI entry points, the worker threads and the
+ * runner that sequences the phases. It lives in C, not in JS, so that the instrument outruns what it
+ * measures: one JS thread cannot drive hundreds of thousands of verified round trips per second
+ * without becoming the bottleneck.
  *
  * Workload (rust_echo_bench's): N connections; each writes a `length`-byte message, reads exactly
- * `length` bytes back, compares them byte for byte with what it wrote, and repeats. Messages differ
- * per connection and per round: a 16-byte header (connection index, round counter, a hash of both)
- * and then a slice of a random block at an offset taken from that hash. An echo of another
- * connection's bytes, of an older round, or reordered bytes is a mismatch; EOF before the whole echo
- * is a short read; both close that connection and are counted.
+ * `length` bytes back, compares them byte for byte with what it wrote, and repeats (messages and
+ * verification: loadgen_core.c). A mismatch or EOF before the whole echo closes that connection and
+ * is counted.
  *
- * Threads: W workers (each with its own epoll, level-triggered, non-blocking sockets; pinned when
- * asked) and one runner that sequences the phases: connect (at most CONNECT_WINDOW connects in
- * flight per worker, bounded by a timeout) -> warm-up -> measured interval -> drain. The interval's
- * edges are absolute CLOCK_MONOTONIC times fixed before the first message is sent, so each worker
- * classifies every round trip by its own completion timestamp: exactly those completed inside
- * [start, end) count, and rates divide by end - start. At each edge the runner samples the server's
- * CPU time (process CPU clock in ns, and utime+stime from /proc/<pid>/stat) and the workers' CPU.
+ * Threads: W workers and one runner. Each worker (pinned when asked) opens its connections
+ * (loadgen_epoll.c's connect phase), then carries the traffic on its own io_uring (loadgen_uring.c)
+ * or, where the ring cannot be set up or epoll was asked for, on its epoll set (loadgen_epoll.c).
+ * The runner sequences the phases: connect (bounded by a timeout) -> warm-up -> measured interval ->
+ * drain. The interval's edges are absolute CLOCK_MONOTONIC times fixed before the first message is
+ * sent, so each worker classifies every round trip by its own completion timestamp: exactly those
+ * completed inside [start, end) count, and rates divide by end - start. At each edge the runner
+ * samples the server's CPU time (process CPU clock in ns, and utime+stime from /proc/<pid>/stat) and
+ * the workers' CPU.
  *
- * Everything is allocated in start(): connection tables, pattern blocks, receive scratch and the
- * latency histograms (log-linear, 128 sub-buckets per power of two of nanoseconds). Nothing is
- * allocated per request. No exit/abort: start() returns -errno plus a message; the run reports its
- * status and message in the result.
+ * Everything is allocated in start(): connection tables, pattern blocks, receive scratch, io_uring
+ * buffers and the latency histograms. Nothing is allocated per request. No exit/abort: start()
+ * returns -errno plus a message; the run reports its status and message in the result. This file
+ * calls the two traffic loops and the core; none of them calls back into it.
  */
 #include "loadgen_internal.h"
 
@@ -29,7 +30,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdarg.h>
@@ -39,62 +39,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
-/* ---- latency histogram: values in ns; exact below 256 ns, then 128 sub-buckets per octave ---- */
-#define HIST_SUB_BITS 7u
-#define HIST_SUB (1u << HIST_SUB_BITS)
-#define HIST_MAX_EXP 36u /* values clamp below 2^36 ns (~68.7 s); max is tracked exactly anyway */
-#define HIST_BUCKETS ((HIST_MAX_EXP - HIST_SUB_BITS + 1u) * HIST_SUB)
-
-static uint32_t hist_index(uint64_t v)
-{
-    if (v >= (1ull << HIST_MAX_EXP))
-        v = (1ull << HIST_MAX_EXP) - 1;
-    if (v < 2u * HIST_SUB)
-        return (uint32_t)v;
-    uint32_t e = 63u - (uint32_t)__builtin_clzll(v); /* floor(log2 v), >= HIST_SUB_BITS + 1 */
-    uint32_t shift = e - HIST_SUB_BITS;
-    return shift * HIST_SUB + (uint32_t)(v >> shift);
-}
-
-/* The middle of a bucket (its values share the top 8 significant bits). */
-static uint64_t hist_value(uint32_t idx)
-{
-    if (idx < 2u * HIST_SUB)
-        return idx;
-    uint32_t shift = idx / HIST_SUB - 1u;
-    uint64_t lower = (uint64_t)(idx % HIST_SUB + HIST_SUB) << shift;
-    return lower + ((1ull << shift) >> 1);
-}
-
-/* The smallest bucket value with at least ceil(q * total) values at or below it, capped at max. */
-static uint64_t hist_quantile(const uint64_t *hist, uint64_t total, double q, uint64_t max)
-{
-    if (total == 0)
-        return 0;
-    uint64_t rank = (uint64_t)(q * (double)total + 0.999999);
-    if (rank < 1)
-        rank = 1;
-    if (rank > total)
-        rank = total;
-    uint64_t seen = 0;
-    for (uint32_t i = 0; i < HIST_BUCKETS; i++) {
-        seen += hist[i];
-        if (seen >= rank) {
-            uint64_t v = hist_value(i);
-            return v > max ? max : v;
-        }
-    }
-    return max;
-}
-
-static void lg_error(struct bunring_error *err, int code, const char *fmt, ...)
+static void lg_error(struct bunring_loadgen_error *err, int code, const char *fmt, ...)
 {
     if (!err)
         return;
@@ -105,338 +55,14 @@ static void lg_error(struct bunring_error *err, int code, const char *fmt, ...)
     va_end(ap);
 }
 
-static uint64_t mix64(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ull;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
+/* ---- worker threads ---- */
 
-void lg_publish(struct worker *w)
-{
-    atomic_store_explicit(&w->pub.established, w->c.established, memory_order_relaxed);
-    atomic_store_explicit(&w->pub.connect_errors, w->c.connect_errors, memory_order_relaxed);
-    atomic_store_explicit(&w->pub.errors, w->c.mismatches + w->c.short_reads + w->c.io_errors,
-                          memory_order_relaxed);
-    atomic_store_explicit(&w->pub.responses_total, w->c.responses_total, memory_order_relaxed);
-    atomic_store_explicit(&w->pub.responses, w->c.responses, memory_order_relaxed);
-}
-
-/* ---- one connection ---- */
-
-void lg_conn_close(struct worker *w, struct conn *c)
-{
-    if (c->state == CONN_CLOSED)
-        return;
-    close(c->fd);
-    c->fd = -1;
-    c->state = CONN_CLOSED;
-    w->live--;
-}
-
-static int conn_watch(struct worker *w, struct conn *c, int op, uint32_t events)
-{
-    struct epoll_event ev = {.events = events, .data.u64 = (uint64_t)(c - w->conns)};
-    return epoll_ctl(w->epfd, op, c->fd, &ev);
-}
-
-/* Prepares round c->counter: header bytes and body offset. */
-void lg_message_begin(struct conn *c, uint64_t t)
-{
-    uint64_t hash = mix64(((uint64_t)c->index << 32) | c->counter);
-    memcpy(c->header, &c->index, 4);
-    memcpy(c->header + 4, &c->counter, 4);
-    memcpy(c->header + 8, &hash, 8);
-    c->body_off = (uint32_t)(hash >> 40) % PATTERN_SPAN;
-    c->sent = 0;
-    c->received = 0;
-    c->started_ns = t;
-}
-
-/* Do `n` bytes received at message offset `at` equal what was sent there? */
-bool lg_chunk_matches(const struct worker *w, const struct conn *c, uint32_t at, const uint8_t *got, uint32_t n)
-{
-    uint32_t hl = w->lg->hdr_len;
-    if (at < hl) {
-        uint32_t k = hl - at < n ? hl - at : n;
-        if (memcmp(got, c->header + at, k) != 0)
-            return false;
-        got += k;
-        at += k;
-        n -= k;
-    }
-    return n == 0 || memcmp(got, w->pattern + c->body_off + (at - hl), n) == 0;
-}
-
-/* Writes what is left of the current message. t: a timestamp to count the request by, or 0 to read
- * the clock if the message completes. Returns false if the connection was closed. */
-static bool conn_send(struct worker *w, struct conn *c, uint64_t t)
-{
-    const struct bunring_loadgen *lg = w->lg;
-    uint32_t len = lg->length, hl = lg->hdr_len;
-    while (c->sent < len) {
-        struct iovec iov[2];
-        size_t n = 0;
-        if (c->sent < hl)
-            iov[n++] = (struct iovec){.iov_base = c->header + c->sent, .iov_len = hl - c->sent};
-        uint32_t body_at = c->sent > hl ? c->sent - hl : 0;
-        if (len > hl)
-            iov[n++] = (struct iovec){.iov_base = w->pattern + c->body_off + body_at, .iov_len = len - hl - body_at};
-        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = n};
-        ssize_t r = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (r > 0) {
-            c->sent += (uint32_t)r;
-            continue;
-        }
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (!c->want_out) {
-                if (conn_watch(w, c, EPOLL_CTL_MOD, EPOLLIN | EPOLLOUT) != 0) {
-                    w->c.io_errors++;
-                    lg_conn_close(w, c);
-                    return false;
-                }
-                c->want_out = 1;
-            }
-            return true;
-        }
-        w->c.io_errors++;
-        lg_conn_close(w, c);
-        return false;
-    }
-    if (c->want_out) {
-        if (conn_watch(w, c, EPOLL_CTL_MOD, EPOLLIN) != 0) {
-            w->c.io_errors++;
-            lg_conn_close(w, c);
-            return false;
-        }
-        c->want_out = 0;
-    }
-    if (in_interval(lg, t ? t : now_ns()))
-        w->c.requests++;
-    return true;
-}
-
-/* The whole echo is back at time t: counts the round trip. True: the next message is prepared, send
- * it; false: the interval is over (or the run stopped), so close the connection cleanly: nothing is
- * left unread. */
-bool lg_round_trip_next(struct worker *w, struct conn *c, uint64_t t)
-{
-    struct bunring_loadgen *lg = w->lg;
-    uint64_t lat = t - c->started_ns;
-    w->c.responses_total++;
-    if (in_interval(lg, t)) {
-        w->c.responses++;
-        w->hist[hist_index(lat)]++;
-        w->c.lat_sum += lat;
-        if (lat < w->c.lat_min)
-            w->c.lat_min = lat;
-        if (lat > w->c.lat_max)
-            w->c.lat_max = lat;
-    }
-    if (t >= atomic_load_explicit(&lg->end_ns, memory_order_relaxed) || stopping(lg))
-        return false;
-    c->counter++;
-    lg_message_begin(c, t);
-    return true;
-}
-
-static void round_trip_done(struct worker *w, struct conn *c)
-{
-    uint64_t t = now_ns();
-    if (lg_round_trip_next(w, c, t))
-        conn_send(w, c, t);
-    else
-        lg_conn_close(w, c);
-}
-
-static void conn_readable(struct worker *w, struct conn *c)
-{
-    uint32_t len = w->lg->length;
-    for (;;) {
-        uint32_t want = len - c->received;
-        uint32_t ask = want < SCRATCH_LEN ? want : SCRATCH_LEN;
-        ssize_t r = recv(c->fd, w->scratch, ask, MSG_DONTWAIT);
-        if (r > 0) {
-            uint32_t n = (uint32_t)r;
-            if (c->received + n > c->sent || !lg_chunk_matches(w, c, c->received, w->scratch, n)) {
-                w->c.mismatches++;
-                lg_conn_close(w, c);
-                return;
-            }
-            c->received += n;
-            w->c.bytes_verified += n;
-            if (c->received == len) {
-                round_trip_done(w, c);
-                return;
-            }
-            if (n < ask)
-                return; /* nothing more for now; level-triggered epoll reports the rest */
-            continue;
-        }
-        if (r == 0) {
-            w->c.short_reads++;
-            lg_conn_close(w, c);
-            return;
-        }
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK)
-            return;
-        w->c.io_errors++;
-        lg_conn_close(w, c);
-        return;
-    }
-}
-
-/* ---- worker phases ---- */
-
-static void connect_failed(struct worker *w, struct conn *c, int e)
-{
-    if (c->state != CONN_CLOSED)
-        lg_conn_close(w, c);
-    w->c.connect_errors++;
-    if (!w->first_connect_errno)
-        w->first_connect_errno = e;
-}
-
-/* Starts a non-blocking connect. Returns 1 if it completed at once, 0 if in progress, or -errno. */
-static int conn_open(struct worker *w, struct conn *c)
-{
-    const struct bunring_loadgen *lg = w->lg;
-    int fd = socket(lg->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    int rc = connect(fd, (const struct sockaddr *)&lg->addr, lg->addrlen);
-    if (rc != 0 && errno != EINPROGRESS) {
-        int e = errno;
-        close(fd);
-        return -e;
-    }
-    c->fd = fd;
-    c->state = rc == 0 ? CONN_OPEN : CONN_CONNECTING;
-    w->live++;
-    if (conn_watch(w, c, EPOLL_CTL_ADD, rc == 0 ? EPOLLIN : EPOLLOUT) != 0) {
-        int e = errno;
-        lg_conn_close(w, c);
-        return -e;
-    }
-    return rc == 0 ? 1 : 0;
-}
-
-static void connect_completed(struct worker *w, struct conn *c, uint32_t events)
-{
-    int soerr = 0;
-    socklen_t len = sizeof soerr;
-    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0)
-        soerr = errno;
-    if (soerr == 0 && (events & (EPOLLERR | EPOLLHUP)))
-        soerr = ECONNREFUSED;
-    if (soerr != 0 || conn_watch(w, c, EPOLL_CTL_MOD, EPOLLIN) != 0) {
-        connect_failed(w, c, soerr ? soerr : errno);
-        return;
-    }
-    c->state = CONN_OPEN;
-    w->c.established++;
-}
-
-/* Opens this worker's connections, at most CONNECT_WINDOW in flight, until all are open or failed
- * or the timeout passes (the rest then count as connect errors). */
-static void connect_phase(struct worker *w)
-{
-    struct bunring_loadgen *lg = w->lg;
-    uint64_t deadline = lg->begin_ns + (uint64_t)lg->connect_timeout_ms * NS_PER_MS;
-    uint32_t next = 0, inflight = 0;
-    while (!stopping(lg)) {
-        while (inflight < CONNECT_WINDOW && next < w->nconns) {
-            struct conn *c = &w->conns[next++];
-            int rc = conn_open(w, c);
-            if (rc < 0)
-                connect_failed(w, c, -rc);
-            else if (rc == 1)
-                w->c.established++;
-            else
-                inflight++;
-        }
-        lg_publish(w);
-        if (inflight == 0 && next == w->nconns)
-            return;
-        uint64_t t = now_ns();
-        if (t >= deadline)
-            break;
-        uint64_t left_ms = (deadline - t + NS_PER_MS - 1) / NS_PER_MS;
-        int n = epoll_wait(w->epfd, w->events, EVENTS_MAX, left_ms < WAIT_SLICE_MS ? (int)left_ms : WAIT_SLICE_MS);
-        if (n < 0 && errno != EINTR) {
-            w->fatal_errno = errno;
-            break;
-        }
-        for (int i = 0; i < n; i++) {
-            struct conn *c = &w->conns[w->events[i].data.u64];
-            if (c->state != CONN_CONNECTING)
-                continue;
-            connect_completed(w, c, w->events[i].events);
-            inflight--;
-        }
-    }
-    /* Timed out, stopped or failed: whatever is still connecting or unopened failed. */
-    for (uint32_t i = 0; i < w->nconns; i++) {
-        struct conn *c = &w->conns[i];
-        if (c->state == CONN_CONNECTING || (i >= next && c->state == CONN_CLOSED))
-            connect_failed(w, c, ETIMEDOUT);
-    }
-    lg_publish(w);
-}
-
-/* Runs round trips until the interval ends, then lets in-flight echoes finish for up to DRAIN_NS. */
-static void traffic_phase(struct worker *w)
-{
-    struct bunring_loadgen *lg = w->lg;
-    uint64_t end = atomic_load_explicit(&lg->end_ns, memory_order_relaxed);
-    uint64_t t0 = now_ns();
-    for (uint32_t i = 0; i < w->nconns; i++) {
-        struct conn *c = &w->conns[i];
-        if (c->state != CONN_OPEN)
-            continue;
-        lg_message_begin(c, t0);
-        conn_send(w, c, t0);
-    }
-    while (!stopping(lg) && w->live > 0) {
-        uint64_t t = now_ns();
-        uint64_t until = t < end ? end : end + DRAIN_NS;
-        if (t >= until)
-            break;
-        uint64_t left_ms = (until - t + NS_PER_MS - 1) / NS_PER_MS;
-        int n = epoll_wait(w->epfd, w->events, EVENTS_MAX, left_ms < WAIT_SLICE_MS ? (int)left_ms : WAIT_SLICE_MS);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            w->fatal_errno = errno;
-            break;
-        }
-        for (int i = 0; i < n; i++) {
-            struct conn *c = &w->conns[w->events[i].data.u64];
-            uint32_t ev = w->events[i].events;
-            if (c->state != CONN_OPEN)
-                continue;
-            if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP))
-                conn_readable(w, c);
-            if (c->state == CONN_OPEN && c->want_out && (ev & EPOLLOUT))
-                conn_send(w, c, 0);
-        }
-        lg_publish(w);
-    }
-}
-
-/* Waits on lg->cond (mu held) for at most WAIT_SLICE_MS. */
+/* Waits on lg->cond (mu held) for at most LG_WAIT_SLICE_MS. */
 static void wait_slice(struct bunring_loadgen *lg)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += WAIT_SLICE_MS * 1000000L;
+    ts.tv_nsec += LG_WAIT_SLICE_MS * 1000000L;
     if (ts.tv_nsec >= 1000000000L) {
         ts.tv_sec++;
         ts.tv_nsec -= 1000000000L;
@@ -446,25 +72,25 @@ static void wait_slice(struct bunring_loadgen *lg)
 
 static void *worker_main(void *arg)
 {
-    struct worker *w = arg;
+    struct lg_worker *w = arg;
     struct bunring_loadgen *lg = w->lg;
     /* The ring is created here, not in start(): SINGLE_ISSUER | DEFER_TASKRUN tie it to this thread. */
     w->on_uring = w->uring && lg_uring_setup(w) == 0;
-    connect_phase(w);
+    lg_epoll_connect(w);
 
     pthread_mutex_lock(&lg->mu);
     lg->connected_workers++;
     pthread_cond_broadcast(&lg->cond);
-    while (!lg->go && !stopping(lg))
+    while (!lg->go && !lg_stopping(lg))
         wait_slice(lg);
     bool run = lg->go && !lg->abort_run;
     pthread_mutex_unlock(&lg->mu);
 
-    if (run && !stopping(lg)) {
+    if (run && !lg_stopping(lg)) {
         if (w->on_uring)
             lg_uring_traffic(w);
         else
-            traffic_phase(w);
+            lg_epoll_traffic(w);
     }
     if (w->on_uring)
         lg_uring_finish(w);
@@ -475,7 +101,7 @@ static void *worker_main(void *arg)
 
     /* Stay alive (idle) until the runner has read this thread's CPU clock at the interval's end. */
     pthread_mutex_lock(&lg->mu);
-    while (!lg->released && !stopping(lg))
+    while (!lg->released && !lg_stopping(lg))
         wait_slice(lg);
     pthread_mutex_unlock(&lg->mu);
     return NULL;
@@ -523,7 +149,7 @@ static int64_t clock_ns(clockid_t id)
     struct timespec ts;
     if (clock_gettime(id, &ts) != 0)
         return -1;
-    return (int64_t)ts.tv_sec * (int64_t)NS_PER_S + ts.tv_nsec;
+    return (int64_t)ts.tv_sec * (int64_t)LG_NS_PER_S + ts.tv_nsec;
 }
 
 struct cpu_sample {
@@ -533,7 +159,7 @@ struct cpu_sample {
 
 static void sample_cpu(struct bunring_loadgen *lg, struct cpu_sample *s)
 {
-    s->at_ns = now_ns();
+    s->at_ns = lg_now_ns();
     s->server_ns = lg->have_server_clock ? clock_ns(lg->server_clock) : -1;
     s->server_ticks = lg->server_pid > 0 ? proc_cpu_ticks(lg->server_pid) : -1;
     s->client_ns = 0;
@@ -555,15 +181,15 @@ enum wait_result { REACHED, STOPPED, WORKERS_GONE };
 static enum wait_result sleep_until(struct bunring_loadgen *lg, uint64_t target)
 {
     for (;;) {
-        if (stopping(lg))
+        if (lg_stopping(lg))
             return STOPPED;
-        uint64_t t = now_ns();
+        uint64_t t = lg_now_ns();
         if (t >= target)
             return REACHED;
         if (atomic_load_explicit(&lg->idle_workers, memory_order_acquire) == lg->nworkers)
             return WORKERS_GONE;
-        uint64_t wake = target - t > WAIT_SLICE_MS * NS_PER_MS ? t + WAIT_SLICE_MS * NS_PER_MS : target;
-        struct timespec ts = {.tv_sec = (time_t)(wake / NS_PER_S), .tv_nsec = (long)(wake % NS_PER_S)};
+        uint64_t wake = target - t > LG_WAIT_SLICE_MS * LG_NS_PER_MS ? t + LG_WAIT_SLICE_MS * LG_NS_PER_MS : target;
+        struct timespec ts = {.tv_sec = (time_t)(wake / LG_NS_PER_S), .tv_nsec = (long)(wake % LG_NS_PER_S)};
         clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
     }
 }
@@ -586,7 +212,7 @@ static void collect(struct bunring_loadgen *lg)
     int first_connect_errno = 0, fatal = 0;
     r->workers = lg->nworkers;
     for (uint32_t i = 0; i < lg->nworkers; i++) {
-        const struct worker *w = &lg->workers[i];
+        const struct lg_worker *w = &lg->workers[i];
         r->uring_workers += w->on_uring;
         r->connections += (uint32_t)w->c.established;
         r->connect_errors += w->c.connect_errors;
@@ -602,7 +228,7 @@ static void collect(struct bunring_loadgen *lg)
             lat_min = w->c.lat_min;
         if (w->c.lat_max > lat_max)
             lat_max = w->c.lat_max;
-        for (uint32_t b = 0; b < HIST_BUCKETS; b++)
+        for (uint32_t b = 0; b < LG_HIST_BUCKETS; b++)
             lg->hist[b] += w->hist[b];
         if (!first_connect_errno)
             first_connect_errno = w->first_connect_errno;
@@ -613,10 +239,10 @@ static void collect(struct bunring_loadgen *lg)
         r->latency_min_ns = lat_min;
         r->latency_max_ns = lat_max;
         r->latency_mean_ns = lat_sum / r->responses;
-        r->latency_p50_ns = hist_quantile(lg->hist, r->responses, 0.50, lat_max);
-        r->latency_p90_ns = hist_quantile(lg->hist, r->responses, 0.90, lat_max);
-        r->latency_p99_ns = hist_quantile(lg->hist, r->responses, 0.99, lat_max);
-        r->latency_p999_ns = hist_quantile(lg->hist, r->responses, 0.999, lat_max);
+        r->latency_p50_ns = lg_hist_quantile(lg->hist, r->responses, 0.50, lat_max);
+        r->latency_p90_ns = lg_hist_quantile(lg->hist, r->responses, 0.90, lat_max);
+        r->latency_p99_ns = lg_hist_quantile(lg->hist, r->responses, 0.99, lat_max);
+        r->latency_p999_ns = lg_hist_quantile(lg->hist, r->responses, 0.999, lat_max);
     }
     if (fatal)
         result_message(lg, -fatal, "waiting for events failed in a worker: %s", strerror(fatal));
@@ -637,15 +263,15 @@ static void *runner_main(void *arg)
 
     /* Connect phase: wait until every worker has finished connecting. */
     pthread_mutex_lock(&lg->mu);
-    while (lg->connected_workers < lg->nworkers && !stopping(lg))
+    while (lg->connected_workers < lg->nworkers && !lg_stopping(lg))
         wait_slice(lg);
     uint64_t established = 0; /* workers that reported in wrote their counts before, under mu */
     if (lg->connected_workers == lg->nworkers)
         for (uint32_t i = 0; i < lg->nworkers; i++)
             established += lg->workers[i].c.established;
-    uint64_t t = now_ns();
+    uint64_t t = lg_now_ns();
     r->connect_ns = t - lg->begin_ns;
-    lg->abort_run = stopping(lg) || established == 0;
+    lg->abort_run = lg_stopping(lg) || established == 0;
     if (!lg->abort_run) {
         atomic_store_explicit(&lg->start_ns, t + lg->warmup_ns, memory_order_relaxed);
         atomic_store_explicit(&lg->end_ns, t + lg->warmup_ns + lg->duration_ns, memory_order_relaxed);
@@ -680,7 +306,7 @@ static void *runner_main(void *arg)
             result_message(lg, -ECANCELED, "stopped before the measured interval ended");
         else if (w == WORKERS_GONE)
             result_message(lg, -ECONNRESET, "every connection was lost before the measured interval ended");
-    } else if (stopping(lg)) {
+    } else if (lg_stopping(lg)) {
         result_message(lg, -ECANCELED, "stopped during the connect phase");
     }
 
@@ -696,18 +322,10 @@ static void *runner_main(void *arg)
     return NULL;
 }
 
-/* ---- ABI ---- */
+/* ---- ABI entry points (see loadgen.h) ---- */
 
-_Static_assert(sizeof(struct bunring_loadgen_config) == 40 + 4 * BUNRING_MAX_CPUS, "config layout");
-_Static_assert(offsetof(struct bunring_loadgen_progress, end_ns) == 64, "progress layout");
-_Static_assert(offsetof(struct bunring_loadgen_result, message) == 192, "result layout");
-
-uint32_t bunring_loadgen_config_size(void) { return sizeof(struct bunring_loadgen_config); }
-uint32_t bunring_loadgen_progress_size(void) { return sizeof(struct bunring_loadgen_progress); }
-uint32_t bunring_loadgen_result_size(void) { return sizeof(struct bunring_loadgen_result); }
-
-static int check_config(const struct bunring_loadgen_config *cfg, const char *host, struct bunring_loadgen *lg,
-                        struct bunring_error *err)
+static int lg_check_config(const struct bunring_loadgen_config *cfg, const char *host, struct bunring_loadgen *lg,
+                           struct bunring_loadgen_error *err)
 {
     if (!cfg || !host)
         return lg_error(err, -EINVAL, "config and host are required"), -EINVAL;
@@ -735,8 +353,8 @@ static int check_config(const struct bunring_loadgen_config *cfg, const char *ho
         return lg_error(err, -EINVAL, "server pid %d is negative", cfg->server_pid), -EINVAL;
     if (cfg->flags & ~(uint32_t)BUNRING_LOADGEN_FLAG_EPOLL)
         return lg_error(err, -EINVAL, "flags %u: only BUNRING_LOADGEN_FLAG_EPOLL (1) is defined", cfg->flags), -EINVAL;
-    if (cfg->cpu_count > BUNRING_MAX_CPUS)
-        return lg_error(err, -EINVAL, "cpus has %u entries, at most %u", cfg->cpu_count, BUNRING_MAX_CPUS), -EINVAL;
+    if (cfg->cpu_count > BUNRING_LOADGEN_MAX_CPUS)
+        return lg_error(err, -EINVAL, "cpus has %u entries, at most %u", cfg->cpu_count, BUNRING_LOADGEN_MAX_CPUS), -EINVAL;
     cpu_set_t allowed;
     bool know_allowed = sched_getaffinity(0, sizeof allowed, &allowed) == 0;
     for (uint32_t i = 0; i < cfg->cpu_count; i++) {
@@ -763,7 +381,7 @@ static int check_config(const struct bunring_loadgen_config *cfg, const char *ho
 }
 
 /* Every connection is an fd: lift the soft RLIMIT_NOFILE if it is too low, or say why it can't be. */
-static int ensure_fd_limit(uint32_t wanted, struct bunring_error *err)
+static int ensure_fd_limit(uint32_t wanted, struct bunring_loadgen_error *err)
 {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= wanted)
@@ -782,7 +400,7 @@ static int ensure_fd_limit(uint32_t wanted, struct bunring_error *err)
 static void release(struct bunring_loadgen *lg)
 {
     for (uint32_t i = 0; lg->workers && i < lg->nworkers; i++) {
-        struct worker *w = &lg->workers[i];
+        struct lg_worker *w = &lg->workers[i];
         if (w->epfd >= 0)
             close(w->epfd);
         free(w->conns);
@@ -815,9 +433,9 @@ static void abandon(struct bunring_loadgen *lg)
 }
 
 static int setup_worker(struct bunring_loadgen *lg, const struct bunring_loadgen_config *cfg, uint32_t i,
-                        struct bunring_error *err)
+                        struct bunring_loadgen_error *err)
 {
-    struct worker *w = &lg->workers[i];
+    struct lg_worker *w = &lg->workers[i];
     uint32_t first = (uint32_t)((uint64_t)cfg->connections * i / lg->nworkers);
     uint32_t last = (uint32_t)((uint64_t)cfg->connections * (i + 1) / lg->nworkers);
     w->lg = lg;
@@ -830,9 +448,9 @@ static int setup_worker(struct bunring_loadgen *lg, const struct bunring_loadgen
         return lg_error(err, -e, "epoll_create1 failed: %s", strerror(e)), -e;
     }
     w->conns = calloc(w->nconns, sizeof *w->conns);
-    w->pattern = malloc((size_t)lg->length + PATTERN_SPAN);
-    w->scratch = malloc(SCRATCH_LEN);
-    w->hist = calloc(HIST_BUCKETS, sizeof *w->hist);
+    w->pattern = malloc((size_t)lg->length + LG_PATTERN_SPAN);
+    w->scratch = malloc(LG_SCRATCH_LEN);
+    w->hist = calloc(LG_HIST_BUCKETS, sizeof *w->hist);
     if (!w->conns || !w->pattern || !w->scratch || !w->hist)
         return lg_error(err, -ENOMEM, "out of memory for worker %u (%u connections, %u-byte messages)", i, w->nconns,
                         lg->length), -ENOMEM;
@@ -843,10 +461,10 @@ static int setup_worker(struct bunring_loadgen *lg, const struct bunring_loadgen
         w->conns[k].fd = -1;
         w->conns[k].index = first + k;
     }
-    uint64_t seed = mix64(0x6c6f616467656eull ^ i);
-    for (size_t k = 0; k < (size_t)lg->length + PATTERN_SPAN; k += 8) {
-        seed = mix64(seed);
-        size_t n = (size_t)lg->length + PATTERN_SPAN - k < 8 ? (size_t)lg->length + PATTERN_SPAN - k : 8;
+    uint64_t seed = lg_mix64(0x6c6f616467656eull ^ i);
+    for (size_t k = 0; k < (size_t)lg->length + LG_PATTERN_SPAN; k += 8) {
+        seed = lg_mix64(seed);
+        size_t n = (size_t)lg->length + LG_PATTERN_SPAN - k < 8 ? (size_t)lg->length + LG_PATTERN_SPAN - k : 8;
         memcpy(w->pattern + k, &seed, n);
     }
     return 0;
@@ -867,7 +485,7 @@ static int spawn(pthread_t *thread, const cpu_set_t *cpus, void *(*fn)(void *), 
 }
 
 bunring_loadgen *bunring_loadgen_start(const struct bunring_loadgen_config *cfg, const char *host,
-                                       struct bunring_error *err)
+                                       struct bunring_loadgen_error *err)
 {
     if (err) {
         err->code = 0;
@@ -876,7 +494,7 @@ bunring_loadgen *bunring_loadgen_start(const struct bunring_loadgen_config *cfg,
     struct bunring_loadgen *lg = calloc(1, sizeof *lg);
     if (!lg)
         return lg_error(err, -ENOMEM, "out of memory"), NULL;
-    if (check_config(cfg, host, lg, err) != 0) {
+    if (lg_check_config(cfg, host, lg, err) != 0) {
         free(lg);
         return NULL;
     }
@@ -887,11 +505,11 @@ bunring_loadgen *bunring_loadgen_start(const struct bunring_loadgen_config *cfg,
     pthread_mutex_init(&lg->mu, NULL);
     pthread_cond_init(&lg->cond, NULL);
     lg->length = cfg->length;
-    lg->hdr_len = cfg->length < HEADER_LEN ? cfg->length : HEADER_LEN;
+    lg->hdr_len = cfg->length < LG_HEADER_LEN ? cfg->length : LG_HEADER_LEN;
     lg->connect_timeout_ms = cfg->connect_timeout_ms;
     lg->flags = cfg->flags;
-    lg->warmup_ns = (uint64_t)cfg->warmup_ms * NS_PER_MS;
-    lg->duration_ns = (uint64_t)cfg->duration_ms * NS_PER_MS;
+    lg->warmup_ns = (uint64_t)cfg->warmup_ms * LG_NS_PER_MS;
+    lg->duration_ns = (uint64_t)cfg->duration_ms * LG_NS_PER_MS;
     lg->server_pid = cfg->server_pid;
     lg->result.server_cpu_ns = -1;
     lg->result.server_cpu_ticks = -1;
@@ -910,7 +528,7 @@ bunring_loadgen *bunring_loadgen_start(const struct bunring_loadgen_config *cfg,
 
     lg->nworkers = cfg->threads;
     lg->workers = calloc(lg->nworkers, sizeof *lg->workers);
-    lg->hist = calloc(HIST_BUCKETS, sizeof *lg->hist);
+    lg->hist = calloc(LG_HIST_BUCKETS, sizeof *lg->hist);
     if (!lg->workers || !lg->hist) {
         lg_error(err, -ENOMEM, "out of memory");
         release(lg);
@@ -929,7 +547,7 @@ bunring_loadgen *bunring_loadgen_start(const struct bunring_loadgen_config *cfg,
     for (uint32_t i = 0; i < cfg->cpu_count; i++)
         CPU_SET(cfg->cpus[i], &lg->client_cpus);
     lg->pinned = cfg->cpu_count > 0;
-    lg->begin_ns = now_ns();
+    lg->begin_ns = lg_now_ns();
     for (uint32_t i = 0; i < lg->nworkers; i++) {
         cpu_set_t one;
         CPU_ZERO(&one);
@@ -959,14 +577,14 @@ void bunring_loadgen_progress(const bunring_loadgen *lg, struct bunring_loadgen_
     out->phase = atomic_load_explicit(&lg->phase, memory_order_relaxed);
     out->done = atomic_load_explicit(&lg->done, memory_order_acquire);
     for (uint32_t i = 0; i < lg->nworkers; i++) {
-        const struct published *p = &lg->workers[i].pub;
+        const struct lg_published *p = &lg->workers[i].pub;
         out->connections += atomic_load_explicit(&p->established, memory_order_relaxed);
         out->connect_errors += atomic_load_explicit(&p->connect_errors, memory_order_relaxed);
         out->errors += atomic_load_explicit(&p->errors, memory_order_relaxed);
         out->responses_total += atomic_load_explicit(&p->responses_total, memory_order_relaxed);
         out->responses += atomic_load_explicit(&p->responses, memory_order_relaxed);
     }
-    out->now_ns = now_ns();
+    out->now_ns = lg_now_ns();
     out->start_ns = atomic_load_explicit(&lg->start_ns, memory_order_relaxed);
     out->end_ns = atomic_load_explicit(&lg->end_ns, memory_order_relaxed);
 }

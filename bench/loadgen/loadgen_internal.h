@@ -1,11 +1,24 @@
 /*
- * loadgen_internal.h — what the load generator's two files share: loadgen.c (phases, epoll traffic,
- * accounting, runner, ABI) and loadgen_uring.c (the io_uring traffic phase). Not part of the ABI.
+ * loadgen_internal.h — the load generator's shared state and the functions its files offer each
+ * other. Not part of the ABI (that is loadgen.h).
+ *
+ * Dependencies go one way, so each file can be read (and changed) knowing only the ones below it:
+ *
+ *   loadgen.c        ABI entry points, config check, worker threads, runner (phases, CPU samples,
+ *                    result). Calls the two traffic loops and the core.
+ *   loadgen_epoll.c  the connect phase (always on epoll) and the epoll traffic loop. Calls the core.
+ *   loadgen_uring.c  the io_uring traffic loop. Calls the core.
+ *   loadgen_core.c   what both traffic loops share: message contents and verification, round-trip
+ *                    accounting, latency histogram, closing a connection. Calls nothing above it.
+ *   loadgen_abi.c    ABI version and struct layout description. Depends on loadgen.h only.
+ *
+ * Names carry an lg_ / LG_ prefix: the C test driver links this library's sources together with the
+ * server's (c-shim/), whose struct conn, conn_open, CONN_* and friends must not meet these.
  */
 #ifndef BUNRING_LOADGEN_INTERNAL_H
 #define BUNRING_LOADGEN_INTERNAL_H
 
-#include "bunring.h"
+#include "loadgen.h"
 
 #include <pthread.h>
 #include <sched.h>
@@ -16,22 +29,28 @@
 #include <sys/socket.h>
 #include <time.h>
 
-#define NS_PER_MS 1000000ull
-#define NS_PER_S 1000000000ull
-#define HEADER_LEN 16u          /* per-message header: index, counter, hash */
-#define PATTERN_SPAN 4096u      /* body offsets vary over this many bytes of the random block */
-#define SCRATCH_LEN (64u << 10) /* receive scratch per worker */
-#define EVENTS_MAX 256
-#define CONNECT_WINDOW 128u     /* connects in flight per worker: keeps the server's backlog from overflowing */
-#define WAIT_SLICE_MS 100       /* every wait is at most this long, so stop() is seen promptly */
-#define DRAIN_NS (1000ull * NS_PER_MS)
+#define LG_NS_PER_MS 1000000ull
+#define LG_NS_PER_S 1000000000ull
+#define LG_HEADER_LEN 16u          /* per-message header: index, counter, hash */
+#define LG_PATTERN_SPAN 4096u      /* body offsets vary over this many bytes of the random block */
+#define LG_SCRATCH_LEN (64u << 10) /* receive scratch per worker */
+#define LG_EVENTS_MAX 256
+#define LG_CONNECT_WINDOW 128u     /* connects in flight per worker: keeps the server's backlog from overflowing */
+#define LG_WAIT_SLICE_MS 100       /* every wait is at most this long, so stop() is seen promptly */
+#define LG_DRAIN_NS (1000ull * LG_NS_PER_MS)
 
-enum conn_state { CONN_CLOSED = 0, CONN_CONNECTING, CONN_OPEN };
+/* Latency histogram: values in ns; exact below 256 ns, then 128 sub-buckets per octave. */
+#define LG_HIST_SUB_BITS 7u
+#define LG_HIST_SUB (1u << LG_HIST_SUB_BITS)
+#define LG_HIST_MAX_EXP 36u /* values clamp below 2^36 ns (~68.7 s); max is tracked exactly anyway */
+#define LG_HIST_BUCKETS ((LG_HIST_MAX_EXP - LG_HIST_SUB_BITS + 1u) * LG_HIST_SUB)
 
-struct conn {
+enum lg_conn_state { LG_CONN_CLOSED = 0, LG_CONN_CONNECTING, LG_CONN_OPEN };
+
+struct lg_conn {
     int fd;
-    uint8_t state;      /* enum conn_state */
-    uint8_t want_out;   /* EPOLLOUT is armed: the message is partly written */
+    uint8_t state;      /* enum lg_conn_state */
+    uint8_t want_out;   /* epoll: EPOLLOUT is armed, the message is partly written */
     uint8_t pad[2];
     uint32_t index;     /* global connection index */
     uint32_t counter;   /* round number */
@@ -39,50 +58,50 @@ struct conn {
     uint32_t received;  /* bytes of the current message read back and verified */
     uint32_t body_off;  /* offset of this message's body in the worker's pattern block */
     uint64_t started_ns;
-    uint8_t header[HEADER_LEN];
+    uint8_t header[LG_HEADER_LEN];
 };
 
 /* Counters a worker owns (plain: only it writes them; the runner reads them after joining). */
-struct counts {
+struct lg_counts {
     uint64_t established, connect_errors, mismatches, short_reads, io_errors;
     uint64_t requests, responses, responses_total, bytes_verified;
     uint64_t lat_sum, lat_min, lat_max;
 };
 
 /* What progress() may read while the worker runs: copies of some counts, stored relaxed. */
-struct published {
+struct lg_published {
     _Atomic uint64_t established, connect_errors, errors, responses_total, responses;
 };
 
 struct bunring_loadgen;
 struct lg_uring;
 
-struct worker {
+struct lg_worker {
     struct bunring_loadgen *lg;
     uint32_t id;
     pthread_t thread;
     bool thread_started;
-    int epfd;
-    struct conn *conns;
+    int epfd;               /* connect phase, and the epoll traffic loop */
+    struct lg_conn *conns;
     uint32_t nconns;
     uint32_t live;          /* connections open or connecting */
     int first_connect_errno;
     int fatal_errno;        /* its event wait failed: the worker gave up */
-    uint8_t *pattern;       /* length + PATTERN_SPAN random bytes */
+    uint8_t *pattern;       /* length + LG_PATTERN_SPAN random bytes */
     uint8_t *scratch;
-    uint64_t *hist;         /* HIST_BUCKETS */
-    struct counts c;
+    uint64_t *hist;         /* LG_HIST_BUCKETS */
+    struct lg_counts c;
     struct lg_uring *uring; /* io_uring state (loadgen_uring.c); NULL when the run uses epoll only */
     bool on_uring;          /* the ring is set up: traffic runs on it, not on epoll */
-    struct epoll_event events[EVENTS_MAX];
-    _Alignas(64) struct published pub;
+    struct epoll_event events[LG_EVENTS_MAX];
+    _Alignas(64) struct lg_published pub;
 };
 
 struct bunring_loadgen {
     struct sockaddr_storage addr;
     socklen_t addrlen;
     uint32_t length;
-    uint32_t hdr_len;       /* min(HEADER_LEN, length) */
+    uint32_t hdr_len;       /* min(LG_HEADER_LEN, length) */
     uint32_t connect_timeout_ms;
     uint32_t flags;         /* BUNRING_LOADGEN_FLAG_* */
     uint64_t warmup_ns, duration_ns;
@@ -92,7 +111,7 @@ struct bunring_loadgen {
     cpu_set_t client_cpus;  /* the runner's affinity: the workers' cpus */
     bool pinned;
 
-    struct worker *workers;
+    struct lg_worker *workers;
     uint32_t nworkers;
     pthread_t runner;
     bool runner_started;
@@ -114,38 +133,55 @@ struct bunring_loadgen {
     struct bunring_loadgen_result result;
 };
 
-static inline uint64_t now_ns(void)
+static inline uint64_t lg_now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * NS_PER_S + (uint64_t)ts.tv_nsec;
+    return (uint64_t)ts.tv_sec * LG_NS_PER_S + (uint64_t)ts.tv_nsec;
 }
 
-static inline bool stopping(const struct bunring_loadgen *lg)
+static inline bool lg_stopping(const struct bunring_loadgen *lg)
 {
     return atomic_load_explicit(&lg->stop, memory_order_relaxed) != 0;
 }
 
-static inline bool in_interval(const struct bunring_loadgen *lg, uint64_t t)
+static inline bool lg_in_interval(const struct bunring_loadgen *lg, uint64_t t)
 {
     return t >= atomic_load_explicit(&lg->start_ns, memory_order_relaxed) &&
            t < atomic_load_explicit(&lg->end_ns, memory_order_relaxed);
 }
 
-/* loadgen.c, for loadgen_uring.c */
-void lg_publish(struct worker *w);
-void lg_conn_close(struct worker *w, struct conn *c);
-void lg_message_begin(struct conn *c, uint64_t t);
-bool lg_chunk_matches(const struct worker *w, const struct conn *c, uint32_t at, const uint8_t *got, uint32_t n);
-bool lg_round_trip_next(struct worker *w, struct conn *c, uint64_t t);
+/* ---- loadgen_core.c: shared by both traffic loops and the runner ---- */
+uint64_t lg_mix64(uint64_t x);
+/* The smallest bucket value with at least ceil(q * total) values at or below it, capped at max. */
+uint64_t lg_hist_quantile(const uint64_t *hist, uint64_t total, double q, uint64_t max);
+/* Copies the worker's counts where progress() reads them. */
+void lg_publish(struct lg_worker *w);
+/* Closes the socket (no-op when closed) and counts the connection as no longer live. */
+void lg_conn_close(struct lg_worker *w, struct lg_conn *c);
+/* Prepares round c->counter: header bytes and body offset; t is its start time. */
+void lg_message_begin(struct lg_conn *c, uint64_t t);
+/* Do `n` bytes received at message offset `at` equal what was sent there? */
+bool lg_chunk_matches(const struct lg_worker *w, const struct lg_conn *c, uint32_t at, const uint8_t *got, uint32_t n);
+/* The whole echo is back at time t: counts the round trip. True: the next message is prepared, send
+ * it; false: the interval is over (or the run stopped), so close the connection. */
+bool lg_round_trip_next(struct lg_worker *w, struct lg_conn *c, uint64_t t);
 
-/* loadgen_uring.c: the io_uring traffic phase. alloc runs in start() (0 or -ENOMEM); setup runs on
- * the worker thread (0, or -errno and the worker uses epoll); traffic replaces the epoll traffic
- * phase; finish closes every connection and tears the ring down; free releases the memory. */
-int lg_uring_alloc(struct worker *w);
-int lg_uring_setup(struct worker *w);
-void lg_uring_traffic(struct worker *w);
-void lg_uring_finish(struct worker *w);
-void lg_uring_free(struct worker *w);
+/* ---- loadgen_epoll.c ---- */
+/* Opens the worker's connections on its epoll set, at most LG_CONNECT_WINDOW in flight, until all are
+ * open or failed or the connect timeout passes (the rest then count as connect errors). */
+void lg_epoll_connect(struct lg_worker *w);
+/* Runs round trips on epoll until the interval ends, then lets in-flight echoes finish for up to
+ * LG_DRAIN_NS. */
+void lg_epoll_traffic(struct lg_worker *w);
+
+/* ---- loadgen_uring.c: the io_uring traffic loop. alloc runs in start() (0 or -ENOMEM); setup runs
+ * on the worker thread (0, or -errno and the worker uses epoll); traffic replaces the epoll traffic
+ * loop; finish closes every connection and tears the ring down; free releases the memory. ---- */
+int lg_uring_alloc(struct lg_worker *w);
+int lg_uring_setup(struct lg_worker *w);
+void lg_uring_traffic(struct lg_worker *w);
+void lg_uring_finish(struct lg_worker *w);
+void lg_uring_free(struct lg_worker *w);
 
 #endif

@@ -1,37 +1,40 @@
 /*
- * loadgen_uring.c — the load generator's io_uring traffic phase: the same workload, verification and
- * accounting as the epoll phase in loadgen.c, with far fewer system calls. One io_uring_enter per
- * loop iteration submits every send and reaps every completion; with epoll each round trip costs a
- * send and a recv call of its own, and on a 2-core machine the client's system calls, not the
- * server, set the ceiling of what can be measured.
+ * loadgen_uring.c — the load generator's io_uring traffic loop: the same workload, verification and
+ * accounting as the epoll loop (both take them from loadgen_core.c), with far fewer system calls.
+ * One io_uring_enter per loop iteration submits every send and reaps every completion; with epoll
+ * each round trip costs a send and a recv call of its own, and on a 2-core machine the client's
+ * system calls, not the server, set the ceiling of what can be measured.
  *
  * Per connection: one multishot recv selecting buffers from a provided-buffer ring (each echo chunk
  * is verified in place and its buffer goes back to the ring at once), and at most one sendmsg in
  * flight (header + pattern slice as two iovecs; a short send re-sends the rest). The next message
- * starts when its echo is complete and its send has completed. Connections were opened (and are
- * closed) as in loadgen.c; closing shuts the socket down first, because the armed recv holds a
- * reference that would otherwise keep it open.
+ * starts when its echo is complete and its send has completed. Connections were opened by the
+ * connect phase (loadgen_epoll.c) and are taken off its epoll set here; closing shuts the socket
+ * down first, because the armed recv holds a reference that would otherwise keep it open.
  *
  * The ring is created on the worker thread (SINGLE_ISSUER | DEFER_TASKRUN tie it to the task that
  * submits); every buffer is allocated in start(). If the ring or the buffer ring cannot be set up,
- * the worker runs on epoll instead and the result says how many workers used io_uring.
+ * the worker runs on epoll instead and the result says how many workers used io_uring. Nothing here
+ * calls the epoll loop or the runner.
  */
 #include "loadgen_internal.h"
 
 #include <errno.h>
 #include <liburing.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define BUF_GROUP 0
-#define SQ_ENTRIES 1024u
-#define CQE_BATCH 512u
-#define BUF_SIZE_MAX (64u << 10)
-#define BUF_COUNT_MIN 64u
-#define BUF_COUNT_MAX 32768u          /* the kernel's limit for one buffer ring */
-#define POOL_BYTES_MAX (64u << 20)    /* receive buffers per worker, at most */
+#define LG_BUF_GROUP 0
+#define LG_SQ_ENTRIES 1024u
+#define LG_CQE_BATCH 512u
+#define LG_BUF_SIZE_MAX (64u << 10)
+#define LG_BUF_COUNT_MIN 64u
+#define LG_BUF_COUNT_MAX 32768u       /* the kernel's limit for one buffer ring */
+#define LG_POOL_BYTES_MAX (64u << 20) /* receive buffers per worker, at most */
 
 /*
  * user_data of the load generator's operations: bits 0..7 the operation, bits 8..39 the connection's
@@ -44,7 +47,7 @@ static uint64_t ud_pack(enum lg_op op, uint32_t conn) { return (uint64_t)op | ((
 static enum lg_op ud_op(uint64_t ud) { return (enum lg_op)(ud & 0xffu); }
 static uint32_t ud_conn(uint64_t ud) { return (uint32_t)(ud >> 8); }
 
-struct uconn {
+struct lg_uconn {
     struct msghdr msg;    /* read by the kernel while the send is in flight */
     struct iovec iov[2];
     bool recv_armed;
@@ -60,7 +63,7 @@ struct lg_uring {
     uint32_t buf_size, buf_count;
     uint32_t returned;    /* buffers added to the ring since the last advance */
     uint64_t batch_ns;    /* when the completions being handled were reaped: their timestamp */
-    struct uconn *uc;     /* one per connection of the worker */
+    struct lg_uconn *uc;     /* one per connection of the worker */
     uint32_t *starved;    /* indices of starved connections */
     uint32_t nstarved;
 };
@@ -73,7 +76,7 @@ static uint32_t pow2_at_least(uint32_t v)
     return p;
 }
 
-int lg_uring_alloc(struct worker *w)
+int lg_uring_alloc(struct lg_worker *w)
 {
     struct lg_uring *u = calloc(1, sizeof *u);
     if (!u)
@@ -81,10 +84,10 @@ int lg_uring_alloc(struct worker *w)
     w->uring = u;
     /* One buffer holds a whole message when it can; two per connection keep ENOBUFS rare. */
     uint32_t size = (w->lg->length + 63u) & ~63u;
-    u->buf_size = size > BUF_SIZE_MAX ? BUF_SIZE_MAX : size;
+    u->buf_size = size > LG_BUF_SIZE_MAX ? LG_BUF_SIZE_MAX : size;
     uint32_t count = pow2_at_least(2u * w->nconns);
-    count = count < BUF_COUNT_MIN ? BUF_COUNT_MIN : (count > BUF_COUNT_MAX ? BUF_COUNT_MAX : count);
-    while (count > BUF_COUNT_MIN && (uint64_t)count * u->buf_size > POOL_BYTES_MAX)
+    count = count < LG_BUF_COUNT_MIN ? LG_BUF_COUNT_MIN : (count > LG_BUF_COUNT_MAX ? LG_BUF_COUNT_MAX : count);
+    while (count > LG_BUF_COUNT_MIN && (uint64_t)count * u->buf_size > LG_POOL_BYTES_MAX)
         count >>= 1;
     u->buf_count = count;
     if (posix_memalign((void **)&u->br, 4096, (size_t)count * sizeof(struct io_uring_buf)) != 0)
@@ -95,7 +98,7 @@ int lg_uring_alloc(struct worker *w)
     return u->br && u->bufs && u->uc && u->starved ? 0 : -ENOMEM;
 }
 
-void lg_uring_free(struct worker *w)
+void lg_uring_free(struct lg_worker *w)
 {
     struct lg_uring *u = w->uring;
     if (!u)
@@ -115,7 +118,7 @@ static void give_buffer(struct lg_uring *u, uint16_t bid)
     u->returned++;
 }
 
-int lg_uring_setup(struct worker *w)
+int lg_uring_setup(struct lg_worker *w)
 {
     struct lg_uring *u = w->uring;
     uint32_t cq = pow2_at_least(4u * w->nconns);
@@ -130,7 +133,7 @@ int lg_uring_setup(struct worker *w)
         memset(&p, 0, sizeof p);
         p.flags = tries[i] | IORING_SETUP_CQSIZE;
         p.cq_entries = cq < 4096u ? 4096u : (cq > 65536u ? 65536u : cq);
-        rc = io_uring_queue_init_params(SQ_ENTRIES, &u->ring, &p);
+        rc = io_uring_queue_init_params(LG_SQ_ENTRIES, &u->ring, &p);
         u->ring_ready = rc == 0;
     }
     if (!u->ring_ready)
@@ -139,7 +142,7 @@ int lg_uring_setup(struct worker *w)
     memset(&reg, 0, sizeof reg);
     reg.ring_addr = (uint64_t)(uintptr_t)u->br;
     reg.ring_entries = u->buf_count;
-    reg.bgid = BUF_GROUP;
+    reg.bgid = LG_BUF_GROUP;
     rc = io_uring_register_buf_ring(&u->ring, &reg, 0);
     if (rc != 0) {
         io_uring_queue_exit(&u->ring);
@@ -162,24 +165,24 @@ static struct io_uring_sqe *get_sqe(struct lg_uring *u)
     return sqe;
 }
 
-static void arm_recv(struct worker *w, uint32_t idx)
+static void arm_recv(struct lg_worker *w, uint32_t idx)
 {
     struct lg_uring *u = w->uring;
     struct io_uring_sqe *sqe = get_sqe(u);
     io_uring_prep_recv_multishot(sqe, w->conns[idx].fd, NULL, 0, 0);
     sqe->flags |= IOSQE_BUFFER_SELECT;
-    sqe->buf_group = BUF_GROUP;
+    sqe->buf_group = LG_BUF_GROUP;
     io_uring_sqe_set_data64(sqe, ud_pack(LG_OP_RECV, idx));
     u->uc[idx].recv_armed = true;
 }
 
 /* Sends what is left of the current message (c->sent bytes are already out). */
-static void send_rest(struct worker *w, uint32_t idx)
+static void send_rest(struct lg_worker *w, uint32_t idx)
 {
     const struct bunring_loadgen *lg = w->lg;
     struct lg_uring *u = w->uring;
-    struct conn *c = &w->conns[idx];
-    struct uconn *uc = &u->uc[idx];
+    struct lg_conn *c = &w->conns[idx];
+    struct lg_uconn *uc = &u->uc[idx];
     uint32_t len = lg->length, hl = lg->hdr_len;
     size_t n = 0;
     if (c->sent < hl)
@@ -196,29 +199,29 @@ static void send_rest(struct worker *w, uint32_t idx)
     uc->send_inflight = true;
 }
 
-static void close_conn(struct worker *w, struct conn *c)
+static void close_conn(struct lg_worker *w, struct lg_conn *c)
 {
-    if (c->state == CONN_CLOSED)
+    if (c->state == LG_CONN_CLOSED)
         return;
     shutdown(c->fd, SHUT_RDWR); /* ends the armed recv, which holds the socket open past close() */
     lg_conn_close(w, c);
 }
 
 /* Both halves of the round trip are done: count it, then the next message or a clean close. */
-static void round_trip_done(struct worker *w, uint32_t idx)
+static void round_trip_done(struct lg_worker *w, uint32_t idx)
 {
-    struct conn *c = &w->conns[idx];
+    struct lg_conn *c = &w->conns[idx];
     if (lg_round_trip_next(w, c, w->uring->batch_ns))
         send_rest(w, idx);
     else
         close_conn(w, c);
 }
 
-static void on_send(struct worker *w, uint32_t idx, int res)
+static void on_send(struct lg_worker *w, uint32_t idx, int res)
 {
-    struct conn *c = &w->conns[idx];
+    struct lg_conn *c = &w->conns[idx];
     w->uring->uc[idx].send_inflight = false;
-    if (c->state != CONN_OPEN)
+    if (c->state != LG_CONN_OPEN)
         return;
     if (res < 0) {
         w->c.io_errors++;
@@ -230,16 +233,16 @@ static void on_send(struct worker *w, uint32_t idx, int res)
         send_rest(w, idx);
         return;
     }
-    if (in_interval(w->lg, w->uring->batch_ns))
+    if (lg_in_interval(w->lg, w->uring->batch_ns))
         w->c.requests++;
     if (c->received == w->lg->length)
         round_trip_done(w, idx);
 }
 
 /* n echoed bytes: they must be the next bytes of the message (there can be no more than it holds). */
-static void on_echo(struct worker *w, uint32_t idx, const uint8_t *data, uint32_t n)
+static void on_echo(struct lg_worker *w, uint32_t idx, const uint8_t *data, uint32_t n)
 {
-    struct conn *c = &w->conns[idx];
+    struct lg_conn *c = &w->conns[idx];
     uint32_t len = w->lg->length;
     if (c->received + n > len || !lg_chunk_matches(w, c, c->received, data, n)) {
         w->c.mismatches++;
@@ -252,19 +255,19 @@ static void on_echo(struct worker *w, uint32_t idx, const uint8_t *data, uint32_
         round_trip_done(w, idx);
 }
 
-static void on_recv(struct worker *w, uint32_t idx, const struct io_uring_cqe *cqe)
+static void on_recv(struct lg_worker *w, uint32_t idx, const struct io_uring_cqe *cqe)
 {
     struct lg_uring *u = w->uring;
-    struct conn *c = &w->conns[idx];
-    struct uconn *uc = &u->uc[idx];
+    struct lg_conn *c = &w->conns[idx];
+    struct lg_uconn *uc = &u->uc[idx];
     if (!(cqe->flags & IORING_CQE_F_MORE))
         uc->recv_armed = false;
     if (cqe->flags & IORING_CQE_F_BUFFER) {
         uint16_t bid = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
-        if (cqe->res > 0 && c->state == CONN_OPEN)
+        if (cqe->res > 0 && c->state == LG_CONN_OPEN)
             on_echo(w, idx, u->bufs + (size_t)bid * u->buf_size, (uint32_t)cqe->res);
         give_buffer(u, bid);
-    } else if (c->state == CONN_OPEN) {
+    } else if (c->state == LG_CONN_OPEN) {
         if (cqe->res == 0) {
             w->c.short_reads++; /* EOF before the whole echo */
             close_conn(w, c);
@@ -278,11 +281,11 @@ static void on_recv(struct worker *w, uint32_t idx, const struct io_uring_cqe *c
             close_conn(w, c);
         }
     }
-    if (c->state == CONN_OPEN && !uc->recv_armed && !uc->starved)
+    if (c->state == LG_CONN_OPEN && !uc->recv_armed && !uc->starved)
         arm_recv(w, idx); /* a multishot recv that ended for another reason (e.g. CQ overflow) */
 }
 
-static void handle(struct worker *w, const struct io_uring_cqe *cqe)
+static void handle(struct lg_worker *w, const struct io_uring_cqe *cqe)
 {
     uint64_t ud = io_uring_cqe_get_data64(cqe);
     uint32_t idx = ud_conn(ud);
@@ -294,28 +297,28 @@ static void handle(struct worker *w, const struct io_uring_cqe *cqe)
         on_recv(w, idx, cqe);
 }
 
-static void rearm_starved(struct worker *w)
+static void rearm_starved(struct lg_worker *w)
 {
     struct lg_uring *u = w->uring;
     for (uint32_t i = 0; i < u->nstarved; i++) {
         uint32_t idx = u->starved[i];
         u->uc[idx].starved = false;
-        if (w->conns[idx].state == CONN_OPEN && !u->uc[idx].recv_armed)
+        if (w->conns[idx].state == LG_CONN_OPEN && !u->uc[idx].recv_armed)
             arm_recv(w, idx);
     }
     u->nstarved = 0;
 }
 
-/* Runs round trips until the interval ends, then lets in-flight echoes finish for up to DRAIN_NS. */
-void lg_uring_traffic(struct worker *w)
+/* Runs round trips until the interval ends, then lets in-flight echoes finish for up to LG_DRAIN_NS. */
+void lg_uring_traffic(struct lg_worker *w)
 {
     struct bunring_loadgen *lg = w->lg;
     struct lg_uring *u = w->uring;
     uint64_t end = atomic_load_explicit(&lg->end_ns, memory_order_relaxed);
-    uint64_t t0 = now_ns();
+    uint64_t t0 = lg_now_ns();
     for (uint32_t i = 0; i < w->nconns; i++) {
-        struct conn *c = &w->conns[i];
-        if (c->state != CONN_OPEN)
+        struct lg_conn *c = &w->conns[i];
+        if (c->state != LG_CONN_OPEN)
             continue;
         /* Off the epoll set used to connect: its wake-up callback would run on every arrival. */
         epoll_ctl(w->epfd, EPOLL_CTL_DEL, c->fd, NULL);
@@ -323,15 +326,15 @@ void lg_uring_traffic(struct worker *w)
         lg_message_begin(c, t0);
         send_rest(w, i);
     }
-    while (!stopping(lg) && w->live > 0) {
-        uint64_t t = now_ns();
-        uint64_t until = t < end ? end : end + DRAIN_NS;
+    while (!lg_stopping(lg) && w->live > 0) {
+        uint64_t t = lg_now_ns();
+        uint64_t until = t < end ? end : end + LG_DRAIN_NS;
         if (t >= until)
             break;
-        uint64_t left = until - t, slice = (uint64_t)WAIT_SLICE_MS * NS_PER_MS;
+        uint64_t left = until - t, slice = (uint64_t)LG_WAIT_SLICE_MS * LG_NS_PER_MS;
         if (left > slice)
             left = slice;
-        struct __kernel_timespec ts = {.tv_sec = (long long)(left / NS_PER_S), .tv_nsec = (long long)(left % NS_PER_S)};
+        struct __kernel_timespec ts = {.tv_sec = (long long)(left / LG_NS_PER_S), .tv_nsec = (long long)(left % LG_NS_PER_S)};
         struct io_uring_cqe *cqe;
         int rc = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL);
         if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY && rc != -EAGAIN) {
@@ -340,12 +343,12 @@ void lg_uring_traffic(struct worker *w)
         }
         /* One clock read per batch, not per completion: every completion in it had happened by now,
          * and this is the earliest moment the loop sees any of them. */
-        u->batch_ns = now_ns();
+        u->batch_ns = lg_now_ns();
         unsigned head, seen = 0;
         io_uring_for_each_cqe(&u->ring, head, cqe)
         {
             handle(w, cqe);
-            if (++seen == CQE_BATCH)
+            if (++seen == LG_CQE_BATCH)
                 break;
         }
         io_uring_cq_advance(&u->ring, seen);
@@ -359,7 +362,7 @@ void lg_uring_traffic(struct worker *w)
     }
 }
 
-void lg_uring_finish(struct worker *w)
+void lg_uring_finish(struct lg_worker *w)
 {
     struct lg_uring *u = w->uring;
     for (uint32_t i = 0; i < w->nconns; i++)

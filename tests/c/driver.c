@@ -1,6 +1,7 @@
 /*
- * driver.c — the C test driver for the shim, built with every c-shim .c file by `bash c-shim/build.sh
- * --asan` into c-shim/build/driver-asan (ASan+UBSan) and driver-plain (run under valgrind).
+ * driver.c — the C test driver for the shim, built with every c-shim .c file and the load generator's
+ * (bench/loadgen/) by `bash tests/c/build.sh` into tests/c/build/driver-asan (ASan+UBSan) and
+ * driver-plain (run under valgrind).
  *
  * For each backend (uring when the kernel has it, epoll) and each thread count (1 and 2) it starts a
  * server on an ephemeral loopback port and, from its own client threads:
@@ -25,6 +26,7 @@
  *               [--threads 1,2] [--verbose]
  */
 #include "bunring.h"
+#include "loadgen.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -421,6 +423,7 @@ static void base_config(struct bunring_config *cfg, uint32_t backend, uint32_t t
     cfg->backlog = 512;
     cfg->drain_ms = 1000;
     cfg->idle_timeout_ms = 0;
+    cfg->stall_timeout_ms = 10000; /* the default grace for paused peers under pool pressure */
     cfg->flags = 0;
     cfg->cpu_count = 0;
 }
@@ -650,6 +653,7 @@ static void scenario_loadgen(uint32_t backend, bool client_uring)
     if (!check(srv != NULL, ctx, "start failed: %d %s", err.code, err.message))
         return;
     for (int stop_early = 0; stop_early < 2; stop_early++) {
+        struct bunring_loadgen_error lerr;
         struct bunring_loadgen_config lc;
         memset(&lc, 0, sizeof(lc));
         lc.port = bunring_server_port(srv);
@@ -659,8 +663,8 @@ static void scenario_loadgen(uint32_t backend, bool client_uring)
         lc.duration_ms = stop_early ? 5000 : 300;
         lc.connect_timeout_ms = 5000;
         lc.flags = client_uring ? 0 : BUNRING_LOADGEN_FLAG_EPOLL;
-        bunring_loadgen *lg = bunring_loadgen_start(&lc, "127.0.0.1", &err);
-        if (!check(lg != NULL, ctx, "loadgen start failed: %d %s", err.code, err.message))
+        bunring_loadgen *lg = bunring_loadgen_start(&lc, "127.0.0.1", &lerr);
+        if (!check(lg != NULL, ctx, "loadgen start failed: %d %s", lerr.code, lerr.message))
             break;
         uint64_t t0 = now_ms();
         if (stop_early) {

@@ -1,6 +1,7 @@
-// run-sanitizers.ts — builds the C driver (tests/c/driver.c + every c-shim .c file) with ASan+UBSan
-// and plain, runs driver-asan with leak detection and halt-on-error, and driver-plain under valgrind
-// memcheck (leak-check full; definite/indirect leaks and any memory error fail the run). Used by
+// run-sanitizers.ts — builds the C driver (tests/c/driver.c + every c-shim and bench/loadgen .c file,
+// with tests/c/build.sh) with ASan+UBSan and plain, runs driver-asan with leak detection and
+// halt-on-error, and driver-plain under valgrind memcheck (leak-check full; definite/indirect leaks
+// and any memory error fail the run). Used by
 // tests/sanitizers.test.ts (so it runs in `bun test`) and runnable alone: `bun tests/c/run-sanitizers.ts`
 // (package.json "test:asan").
 //
@@ -13,7 +14,7 @@ import { existsSync } from "node:fs";
 import { resolve } from "node:path";
 
 export const REPO = resolve(import.meta.dir, "..", "..");
-const BUILD = resolve(REPO, "c-shim", "build");
+const BUILD = resolve(REPO, "tests", "c", "build");
 export const DRIVER_ASAN = resolve(BUILD, "driver-asan");
 export const DRIVER_PLAIN = resolve(BUILD, "driver-plain");
 
@@ -79,7 +80,7 @@ async function run(name: string, cmd: string[], env: Record<string, string>, tim
 export const SOAK = process.env.BUNRING_SOAK === "1";
 
 export function buildDrivers(): Promise<StepResult> {
-  return run("build (c-shim/build.sh --asan)", ["bash", "c-shim/build.sh", "--asan", "--quiet"], {}, 180_000);
+  return run("build (tests/c/build.sh)", ["bash", "tests/c/build.sh", "--quiet"], {}, 180_000);
 }
 
 /** ASan + UBSan driver over both backends, threads 1 and 2. */
