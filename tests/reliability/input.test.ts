@@ -14,6 +14,7 @@
 // Scale: BUNRING_REL_CLI_RUNS (40 random command lines per backend; 300 with BUNRING_SOAK=1).
 import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
 import fc from "fast-check";
+import { spawnSync } from "node:child_process";
 import { bannerOf, BUN, CLI, exitOf, killIfRunning, runCli } from "../helpers/cli.ts";
 import { echoOnce } from "../helpers/clients.ts";
 import { KNOWN_BAD_HOSTS, KNOWN_GOOD_HOSTS, ONLINE } from "../helpers/oracle.ts";
@@ -274,13 +275,21 @@ describe.each([...BACKENDS])("reliability: bad input on the command line [%s]", 
 const unprivStart = Number((await Bun.file("/proc/sys/net/ipv4/ip_unprivileged_port_start").text().catch(() => "1024")).trim());
 const root = process.getuid?.() === 0;
 const setpriv = Bun.which("setpriv");
+/** Whether user nobody can read the checkout at all (a private clone directory, mode 700, hides it). */
+function nobodyCanRead(): boolean {
+  if (!root || !setpriv) return false;
+  const r = spawnSync(setpriv, ["--reuid=65534", "--regid=65534", "--clear-groups", "test", "-r", CLI]);
+  return r.status === 0;
+}
 const skipWhy = !root
   ? "needs root to switch to user nobody (setpriv)"
   : !setpriv
     ? "setpriv (util-linux) not installed"
     : unprivStart <= 80
       ? `port 80 is not privileged here (net.ipv4.ip_unprivileged_port_start = ${unprivStart})`
-      : "";
+      : !nobodyCanRead()
+        ? `user nobody cannot read ${CLI} (the checkout's directory is private)`
+        : "";
 if (skipWhy) console.warn(`[reliability] privileged port test skipped: ${skipWhy}`);
 
 describe.each([...BACKENDS])("reliability: privileged port as user nobody [%s]", (backend) => {
