@@ -11,9 +11,11 @@
  *   1. A reserve: a quarter of the pool is kept for connections that are not paused. When the free
  *      buffers fall to the reserve ("pressure"), a connection pauses as soon as it holds
  *      PRESSURE_PAUSE_BUFFERS buffers, so every further paused peer costs at most that many.
- *   2. A grace: under pressure, a connection that is paused and whose peer has read nothing of its
- *      echo for stallTimeoutMs (0 = no limit) is closed, longest stall first, counted as connClosedStalled. A peer
- *      that starts reading again before then gets every byte back (any progress restarts its clock).
+ *   2. A grace: a connection that is paused and whose peer has read nothing of its echo for
+ *      stallTimeoutMs (0 = no limit) while the pool is under pressure is closed, longest stall
+ *      first, counted as connClosedStalled. Time paused before the pressure began does not count.
+ *      A peer that starts reading again before then gets every byte back (any progress restarts
+ *      its clock).
  *   3. Only when nothing else keeps the server serving — no buffer is free and a connection waits
  *      for one — the grace shrinks to EXHAUSTED_STALL_MS: a paused peer that has read nothing for
  *      that long is closed, one at a time until buffers come back. Paused peers that are reading,
@@ -352,9 +354,21 @@ static uint32_t free_buffers(const struct loop *l)
 void pool_update_pressure(struct loop *l)
 {
     bool pressure = free_buffers(l) <= l->reserve_bufs;
-    if (pressure && !l->pressure)
+    if (pressure && !l->pressure) {
         stat_add(l, BUNRING_STAT_PRESSURE_EVENTS, 1);
+        l->pressure_since = l->now_ms;
+    }
     l->pressure = pressure;
+}
+
+/* How long the longest-stalled paused peer has read nothing while the pool was under pressure: a
+ * pause that began before the pressure counts from the pressure's start. */
+static uint32_t oldest_stall_ms(const struct loop *l)
+{
+    uint32_t since = l->conns[l->paused_head].paused_since;
+    if ((int32_t)(l->pressure_since - since) > 0)
+        since = l->pressure_since;
+    return l->now_ms - since;
 }
 
 /* How long a paused peer may read nothing before it is closed, now: the configured grace (0 = no
@@ -374,7 +388,7 @@ struct conn *pool_stall_victim(struct loop *l)
     /* Exhausted: one at a time, the next only once the previous one's buffers are back. */
     if (l->stall_closing > 0 && free_buffers(l) == 0)
         return NULL;
-    if (l->now_ms - oldest->paused_since < stall_grace(l))
+    if (oldest_stall_ms(l) < stall_grace(l))
         return NULL;
     l->stall_closing++;
     return oldest;
@@ -387,7 +401,7 @@ uint32_t pool_stall_wait_ms(const struct loop *l)
     uint32_t grace = stall_grace(l);
     if (grace == UINT32_MAX)
         return UINT32_MAX;
-    uint32_t waited = l->now_ms - l->conns[l->paused_head].paused_since;
+    uint32_t waited = oldest_stall_ms(l);
     return waited >= grace ? 0 : grace - waited;
 }
 

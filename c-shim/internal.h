@@ -91,6 +91,7 @@ struct loop {
     uint32_t paused_bufs;   /* buffers held by paused connections */
     uint32_t reserve_bufs;  /* free buffers kept for connections that are not paused */
     bool pressure;          /* free buffers <= reserve_bufs: per-connection limit shrinks, grace runs */
+    uint32_t pressure_since; /* loop clock (ms) when the current pressure began */
     uint32_t stall_ms;      /* grace of a paused connection under pressure */
     uint32_t stall_closing; /* connections closed as stalled whose buffers are not back yet */
 
