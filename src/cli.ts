@@ -2,7 +2,7 @@
 // before anything starts (usage errors exit 2), start the server, print one banner line, and on
 // SIGINT/SIGTERM stop gracefully, print the final stats and exit 0.
 import { parseCpuList } from "./cpus.ts";
-import { parseFlags, UsageError } from "./flags.ts";
+import { integerFlag, parseFlags, UsageError } from "./flags.ts";
 import { probe, serve, type Server, type ServerStats } from "./index.ts";
 import { OPTION_TABLE, type OptionName } from "./option-table.ts";
 import { allowedValues, resolveOptions, type Labels, type ServeOptions } from "./options.ts";
@@ -38,12 +38,10 @@ function usageFail(message: string): never {
   process.exit(2);
 }
 
-/** A whole number as typed: digits only, and small enough to be exact (else the message shows 1e+23). */
-function integerFlag(name: OptionName, flag: string, raw: string): number {
-  if (!/^\d+$/.test(raw) || !Number.isSafeInteger(Number(raw))) {
-    throw new UsageError(`${flag} must be ${allowedValues(name as Parameters<typeof allowedValues>[0])}, got ${JSON.stringify(raw)}`);
-  }
-  return Number(raw);
+/** A whole number as typed; its range is resolveOptions' to check (with the same words). */
+function integerOption(name: OptionName, flag: string, raw: string): number {
+  const allowed = allowedValues(name as Parameters<typeof allowedValues>[0]);
+  return integerFlag(flag, raw, 0, Number.MAX_SAFE_INTEGER, allowed);
 }
 
 /** "0,1" or "0-3": the shape is checked here, each CPU by resolveOptions like every other option. */
@@ -65,7 +63,7 @@ function parse(argv: string[]): ServeOptions {
     const raw = values[o.flag.slice(2)];
     if (raw === undefined) continue;
     if (typeof raw === "boolean") opts[o.name] = raw;
-    else if (o.kind.type === "integer") opts[o.name] = integerFlag(o.name, o.flag, raw as string);
+    else if (o.kind.type === "integer") opts[o.name] = integerOption(o.name, o.flag, raw as string);
     else if (o.kind.type === "cpus") opts[o.name] = cpuListFlag(o.flag, raw as string);
     else opts[o.name] = raw;
   }

@@ -61,3 +61,25 @@ export function parseFlags<T extends FlagSpecs>(argv: string[], options: T) {
     throw message === undefined ? e : new UsageError(message);
   }
 }
+
+/**
+ * A whole number as typed: digits only, exact (at most 2^53 - 1), within [min, max]; else a
+ * UsageError naming the flag, what is allowed (`allowed`, by default "an integer from min to max")
+ * and the value as typed (so 1e23 is shown as typed, not as 1e+23).
+ */
+export function integerFlag(flag: string, raw: string, min: number, max: number, allowed?: string): number {
+  const value = /^\d+$/.test(raw) ? Number(raw) : Number.NaN;
+  if (!Number.isSafeInteger(value) || value < min || value > max) {
+    throw new UsageError(`${flag} must be ${allowed ?? `an integer from ${min} to ${max}`}, got ${JSON.stringify(raw)}`);
+  }
+  return value;
+}
+
+/** A number of seconds as typed ("2", "0.5"), within [minS, maxS], returned in whole milliseconds. */
+export function secondsFlag(flag: string, raw: string, minS: number, maxS: number): number {
+  const value = /^\d+(\.\d+)?$/.test(raw) ? Number(raw) : Number.NaN;
+  if (!(value >= minS && value <= maxS)) {
+    throw new UsageError(`${flag} must be a number of seconds from ${minS} to ${maxS}, got ${JSON.stringify(raw)}`);
+  }
+  return Math.round(value * 1000);
+}
