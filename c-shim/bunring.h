@@ -70,7 +70,8 @@ struct bunring_config {
 #define BUNRING_FLAG_NO_DEFER (1u << 1)    /* do not use DEFER_TASKRUN/SINGLE_ISSUER (testing) */
 #define BUNRING_FLAG_FORCE_NO_URING (1u << 2) /* behave as if io_uring were unavailable (testing) */
 #define BUNRING_FLAG_NO_FIXED_FILES (1u << 3) /* uring: ordinary fds instead of direct descriptors */
-#define BUNRING_FLAGS_ALL 0xfu
+#define BUNRING_FLAG_HANDLER (1u << 4)    /* handler mode: bytes go to JS through a channel per loop */
+#define BUNRING_FLAGS_ALL 0x1fu
 
 /* An error coming back from the shim: negative errno (or 0) and a human message. */
 struct bunring_error {
@@ -132,6 +133,10 @@ enum bunring_stat {
     BUNRING_STAT_CONN_REFUSED_STOPPING, /* accepted after stop() began: closed unserved */
     BUNRING_STAT_BUFFERS_PAUSED,      /* gauge: buffers held by paused connections */
     BUNRING_STAT_PRESSURE_EVENTS,     /* times the free pool fell to the reserve kept for flowing connections */
+    BUNRING_STAT_JS_EVENTS,           /* handler mode: events published to JS */
+    BUNRING_STAT_JS_COMMANDS,         /* handler mode: commands taken from JS */
+    BUNRING_STAT_JS_DOORBELLS,        /* handler mode: times the loop woke the sleeping JS thread */
+    BUNRING_STAT_JS_WAKEUPS,          /* handler mode: times JS woke the sleeping loop */
     BUNRING_STAT_COUNT
 };
 /* Room for the counters still to come (handler mode's among them) without changing the stride, which
@@ -201,6 +206,76 @@ BUNRING_API const char *bunring_limit_entry(uint32_t index, uint32_t out[2]);
  * used at all (disabled by sysctl, blocked by seccomp, too old). kernel_release gets uname -r. */
 BUNRING_API uint32_t bunring_probe(struct bunring_error *err, char *kernel_release, uint32_t release_len);
 
+/*
+ * Handler mode (listen() in TS, BUNRING_FLAG_HANDLER): instead of echoing, each loop hands what it
+ * receives to the JS thread and sends what JS writes, through one bunring_js_channel per loop in
+ * memory the shim allocates at start and TS maps once. The channel holds two single-producer
+ * single-consumer rings of 16-byte records, each with a byte area:
+ *   events   (loop -> JS): OPEN, DATA (bytes in rx), END (peer shut down its write side), DRAIN,
+ *                          CLOSE (len = the close counter's enum bunring_stat);
+ *   commands (JS -> loop): WRITE (bytes in tx), END (FIN once written bytes are out), TERMINATE
+ *                          (reset), WANT_DRAIN (send a DRAIN event once nothing is left to send),
+ *                          PAUSE / RESUME (stop / start reading).
+ * Indices and byte offsets are free-running uint32 (a record's slot is index % BUNRING_JS_RECORDS, a
+ * byte's is offset % BUNRING_JS_BYTES); a producer publishes with a release store of its tail, the
+ * consumer frees with a release store of its head. A record never wraps: a producer that needs more
+ * contiguous bytes than remain before the end of an area skips to its start (the consumer frees up
+ * to offset + len of each record it consumed, which covers the skip).
+ * Sleeping: before blocking, the loop stores c_sleeping = 1 and re-checks the command ring; JS, after
+ * publishing commands, wakes it (bunring_js_wake) only if c_sleeping is 1. JS stores js_sleeping = 1
+ * when it has consumed every event and re-checks; the loop, after publishing events, calls the
+ * doorbell (a threadsafe callback given at start) only if it exchanged js_sleeping from 1 to 0. So
+ * under load nobody makes a system call per request, and an idle server sleeps.
+ * sent[slot] (bunring_js_sent) counts the bytes each connection has handed to the kernel (reset when
+ * the slot is opened), so JS knows how much of what it wrote is still queued without any event.
+ */
+#define BUNRING_JS_RECORDS 16384u
+#define BUNRING_JS_BYTES (4u << 20)
+#define BUNRING_JS_MAX_RECORD_BYTES 65536u /* DATA and WRITE records carry at most this many bytes */
+
+enum bunring_js_event { BUNRING_JS_EV_OPEN = 1, BUNRING_JS_EV_DATA, BUNRING_JS_EV_END, BUNRING_JS_EV_DRAIN, BUNRING_JS_EV_CLOSE };
+enum bunring_js_command {
+    BUNRING_JS_CMD_WRITE = 1,
+    BUNRING_JS_CMD_END,
+    BUNRING_JS_CMD_TERMINATE,
+    BUNRING_JS_CMD_WANT_DRAIN,
+    BUNRING_JS_CMD_PAUSE,
+    BUNRING_JS_CMD_RESUME,
+};
+
+/* type in bits 0..7 and the slot's generation in bits 8..31 of type_gen; a command whose generation
+ * is not the slot's current one is for a connection that is gone, and is dropped. */
+struct bunring_js_record {
+    uint32_t type_gen;
+    uint32_t slot;
+    uint32_t offset; /* DATA / WRITE: free-running byte offset in rx / tx */
+    uint32_t len;    /* DATA / WRITE: bytes; CLOSE: enum bunring_stat of the reason; OPEN: peer address bytes in rx */
+};
+
+struct bunring_js_channel {
+    /* written by the loop, each on its own cache line */
+    uint32_t ev_tail;
+    uint32_t rx_tail;
+    uint32_t cmd_head;
+    uint32_t tx_head;
+    uint32_t c_sleeping;
+    uint32_t loop_pad[11];
+    /* written by JS */
+    uint32_t ev_head;
+    uint32_t rx_head;
+    uint32_t cmd_tail;
+    uint32_t tx_tail;
+    uint32_t js_sleeping;
+    uint32_t js_pad[11];
+    struct bunring_js_record events[BUNRING_JS_RECORDS];
+    struct bunring_js_record commands[BUNRING_JS_RECORDS];
+    uint8_t rx[BUNRING_JS_BYTES];
+    uint8_t tx[BUNRING_JS_BYTES];
+};
+
+/* The doorbell: called on a loop thread with the loop's index when JS was asleep and events wait. */
+typedef void (*bunring_js_doorbell)(uint32_t loop);
+
 /* ---- servers ---- */
 typedef struct bunring_server bunring_server;
 
@@ -208,6 +283,13 @@ typedef struct bunring_server bunring_server;
  * literal. Returns NULL with err filled on any failure, having released everything it took. */
 BUNRING_API bunring_server *bunring_server_start(const struct bunring_config *cfg, const char *host,
                                                  struct bunring_error *err);
+/* Handler mode: start with a doorbell (BUNRING_FLAG_HANDLER must be set; epoll backend). */
+BUNRING_API bunring_server *bunring_server_start_handler(const struct bunring_config *cfg, const char *host,
+                                                         bunring_js_doorbell doorbell, struct bunring_error *err);
+/* Handler mode: loop i's channel, its sent[] array (max_connections entries) and a wake for its loop. */
+BUNRING_API struct bunring_js_channel *bunring_js_channel_of(bunring_server *srv, uint32_t loop);
+BUNRING_API uint32_t *bunring_js_sent_of(bunring_server *srv, uint32_t loop);
+BUNRING_API void bunring_js_wake(bunring_server *srv, uint32_t loop);
 BUNRING_API uint32_t bunring_server_port(const bunring_server *srv);
 BUNRING_API uint32_t bunring_server_features(const bunring_server *srv); /* BUNRING_FEAT_* in use */
 BUNRING_API uint32_t bunring_server_threads(const bunring_server *srv);

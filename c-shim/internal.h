@@ -31,7 +31,10 @@ enum conn_flag {
     CONN_CANCELLING = 1u << 7,    /* uring: a cancel for the recv has been submitted */
     CONN_WANT_WRITE = 1u << 8,    /* epoll: EPOLLOUT is armed */
     CONN_DRAINING = 1u << 9,      /* stop(): echo what is queued, then linger (FIN, discard input) */
-    CONN_WR_SHUT = 1u << 10,      /* stop(): our write side is shut down; waiting for the peer's EOF */
+    CONN_WR_SHUT = 1u << 10,      /* our write side is shut down (stop(), or JS ended it) */
+    CONN_JS_END = 1u << 11,       /* handler mode: JS asked for FIN once its bytes are out */
+    CONN_JS_WANT_DRAIN = 1u << 12, /* handler mode: send a DRAIN event once nothing is queued */
+    CONN_JS_PAUSED = 1u << 13,    /* handler mode: JS paused reading */
 };
 
 struct conn {
@@ -120,6 +123,13 @@ struct loop {
     struct msghdr *send_msg; /* one per slot */
     uint32_t features;
 
+    /* handler mode (js_channel.c) */
+    struct bunring_js_channel *js; /* NULL in echo mode */
+    uint32_t *js_sent;             /* bytes sent per slot, read by JS */
+    uint32_t js_ev_tail;           /* events written, not all published yet */
+    uint32_t js_cmd_head;
+    uint32_t js_rx_tail;
+
     /* epoll state */
     int epfd;
     uint8_t *scratch;
@@ -143,6 +153,7 @@ struct bunring_server {
     uint32_t stop_drain_ms; /* atomic */
     uint32_t loops_done;   /* atomic */
     bool joined;
+    bunring_js_doorbell doorbell; /* handler mode */
     pthread_mutex_t setup_lock;
     pthread_cond_t setup_cond;
     struct loop loops[];
@@ -201,6 +212,22 @@ struct conn *starved_pop(struct loop *l); /* oldest starved connection, or NULL 
 
 bool loop_stop_requested(const struct loop *l);
 uint32_t loop_drain_ms(const struct loop *l);
+
+/* ---- handler mode (js_channel.c): the loop's side of the channel shared with JS ---- */
+int js_channel_alloc(struct loop *l, struct bunring_error *err);
+void js_channel_free(struct loop *l);
+/* Contiguous room in rx for up to BUNRING_JS_MAX_RECORD_BYTES (0 = none; *offset = where). */
+uint32_t js_rx_room(struct loop *l, uint32_t *offset);
+bool js_event_room(const struct loop *l, bool reserved); /* reserved: END/DRAIN/CLOSE may use the reserve */
+void js_event(struct loop *l, uint32_t type, const struct conn *c, uint32_t offset, uint32_t len);
+void js_publish(struct loop *l); /* make written events visible; ring the doorbell if JS sleeps */
+bool js_commands_waiting(const struct loop *l);
+/* The next command, or NULL; js_command_done releases it (and its tx bytes). */
+struct bunring_js_record *js_command_peek(struct loop *l);
+void js_command_done(struct loop *l, const struct bunring_js_record *r);
+uint8_t *js_tx_bytes(const struct loop *l, uint32_t offset);
+void js_sleep_begin(struct loop *l); /* store c_sleeping = 1 (then re-check for work) */
+void js_sleep_end(struct loop *l);
 
 /* ---- backends ---- */
 int uring_setup(struct loop *l, struct bunring_error *err); /* on the loop thread */

@@ -5,6 +5,10 @@
  * queue is non-empty. While a queue is non-empty new bytes go behind it, so order is kept. Nothing is
  * ever dropped: a connection that would need a buffer when the pool is empty stops reading until
  * buffers come back, and one that holds too many unechoed bytes pauses until its peer reads.
+ *
+ * In handler mode (l->js set) the same loop receives into the channel's rx area and publishes DATA
+ * events instead of echoing, and sends what JS's WRITE commands carry, queueing in pool buffers only
+ * what the socket did not take (section "Handler mode" below; the channel itself is js_channel.c).
  */
 #include "internal.h"
 
@@ -15,6 +19,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <arpa/inet.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -25,6 +30,14 @@
 #define IOV_MAX_BATCH 64
 #define TAG_LISTEN UINT64_MAX
 #define TAG_WAKE (UINT64_MAX - 1)
+#define PEER_ADDRESS_BYTES 20u
+
+/* Handler mode, defined in its section below. */
+static bool js_read(struct loop *l, struct conn *c);
+static void js_after_flush(struct loop *l, struct conn *c);
+static void js_count_sent(struct loop *l, struct conn *c, uint32_t n);
+static void js_open(struct loop *l, struct conn *c, uint32_t at);
+static void js_run_commands(struct loop *l);
 
 /* epoll data for a connection: slot and generation, so an event for a freed slot is recognised. */
 static uint64_t conn_tag(const struct loop *l, const struct conn *c)
@@ -60,6 +73,12 @@ static void give_buffer(struct loop *l, uint16_t bid)
 
 static void close_conn(struct loop *l, struct conn *c, enum bunring_stat reason)
 {
+    if (l->js) {
+        if (js_event_room(l, true))
+            js_event(l, BUNRING_JS_EV_CLOSE, c, 0, (uint32_t)reason);
+        else
+            stat_add(l, BUNRING_STAT_ERRORS, 1); /* JS stopped consuming with the reserve full */
+    }
     conn_unpause(l, c); /* before the queue empties, so the paused-buffer count stays exact */
     while (c->q_head != NO_BUF)
         give_buffer(l, queue_pop(l, c));
@@ -127,6 +146,8 @@ static bool flush_queue(struct loop *l, struct conn *c)
         stat_add(l, BUNRING_STAT_SEND_COMPLETIONS, 1);
         stat_add(l, BUNRING_STAT_BYTES_OUT, (uint64_t)s);
         c->last_active = l->now_ms;
+        if (l->js)
+            js_count_sent(l, c, (uint32_t)s);
         if ((uint32_t)s < total)
             stat_add(l, BUNRING_STAT_SHORT_SENDS, 1);
         uint32_t left = (uint32_t)s;
@@ -287,6 +308,7 @@ static void after_flush(struct loop *l, struct conn *c)
         set_events(l, c, false);
 }
 
+
 static void service_conn(struct loop *l, struct conn *c, bool readable, bool writable)
 {
     if (writable && c->q_head != NO_BUF && !flush_queue(l, c))
@@ -294,6 +316,15 @@ static void service_conn(struct loop *l, struct conn *c, bool readable, bool wri
     if ((c->flags & CONN_PAUSED) && conn_below_resume(l, c)) {
         conn_unpause(l, c);
         readable = true; /* edge-triggered: bytes may be waiting that raised no new event */
+    }
+    if (l->js) {
+        /* Stopping with our FIN sent, input is read only to be discarded, paused or not. */
+        bool lingering = (c->flags & CONN_WR_SHUT) && (c->flags & CONN_DRAINING);
+        bool blocked = (c->flags & (CONN_PAUSED | CONN_STARVED | CONN_JS_PAUSED)) && !lingering;
+        if (readable && !blocked && !js_read(l, c))
+            return;
+        js_after_flush(l, c);
+        return;
     }
     if (readable && (!(c->flags & (CONN_PAUSED | CONN_STARVED)) || (c->flags & CONN_WR_SHUT)) && !read_and_echo(l, c))
         return;
@@ -314,12 +345,16 @@ static void accept_all(struct loop *l)
             }
             return;
         }
-        struct conn *c = conn_open(l, fd);
+        uint32_t at = 0;
+        bool js_full = l->js && (!js_event_room(l, false) || js_rx_room(l, &at) < PEER_ADDRESS_BYTES);
+        struct conn *c = js_full ? NULL : conn_open(l, fd);
         if (!c) {
             close(fd);
             stat_add(l, BUNRING_STAT_CONN_REJECTED, 1);
             continue;
         }
+        if (l->js)
+            js_open(l, c, at);
         /* TCP_NODELAY is inherited from the listener (set before listen). */
         struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET, .data.u64 = conn_tag(l, c)};
         if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
@@ -333,7 +368,8 @@ static void accept_all(struct loop *l)
 static void wake_starved(struct loop *l)
 {
     struct conn *c;
-    while (l->free_bufs > 0 && (c = starved_pop(l)) != NULL)
+    uint32_t at;
+    while ((l->js ? js_event_room(l, false) && js_rx_room(l, &at) > 0 : l->free_bufs > 0) && (c = starved_pop(l)) != NULL)
         service_conn(l, c, true, false);
 }
 
@@ -345,7 +381,7 @@ static void apply_stall_policy(struct loop *l)
     struct conn *c;
     while ((c = pool_stall_victim(l)) != NULL)
         close_conn(l, c, BUNRING_STAT_CONN_CLOSED_STALLED);
-    if (l->free_bufs > 0 && l->starved_head != NO_SLOT)
+    if (l->starved_head != NO_SLOT)
         wake_starved(l);
 }
 
@@ -362,7 +398,10 @@ static void begin_stop(struct loop *l)
         if (!(c->flags & CONN_IN_USE))
             continue;
         c->flags |= CONN_DRAINING;
-        after_flush(l, c); /* lingers at once when nothing is left to echo */
+        if (l->js)
+            js_after_flush(l, c); /* FIN once what JS wrote is out */
+        else
+            after_flush(l, c); /* lingers at once when nothing is left to echo */
     }
 }
 
@@ -399,6 +438,201 @@ static int next_timeout(const struct loop *l, uint32_t next_idle_sweep)
     return (int)t;
 }
 
+/* ---- Handler mode ---- */
+
+static void js_count_sent(struct loop *l, struct conn *c, uint32_t n)
+{
+    uint32_t *sent = &l->js_sent[conn_slot(l, c)];
+    __atomic_store_n(sent, *sent + n, __ATOMIC_RELEASE);
+}
+
+/* OPEN: the sent counter starts at 0 and JS gets the peer's address (PEER_ADDRESS_BYTES in rx:
+ * u16 family, u16 port, 16 address bytes). */
+static void js_open(struct loop *l, struct conn *c, uint32_t at)
+{
+    __atomic_store_n(&l->js_sent[conn_slot(l, c)], 0, __ATOMIC_RELEASE);
+    uint8_t *out = l->js->rx + (at & (BUNRING_JS_BYTES - 1u));
+    memset(out, 0, PEER_ADDRESS_BYTES);
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    if (getpeername(c->fd, (struct sockaddr *)&ss, &len) == 0) {
+        uint16_t family = ss.ss_family == AF_INET6 ? 10 : 2;
+        uint16_t port;
+        if (ss.ss_family == AF_INET6) {
+            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+            port = ntohs(a->sin6_port);
+            memcpy(out + 4, &a->sin6_addr, 16);
+        } else {
+            struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+            port = ntohs(a->sin_port);
+            memcpy(out + 4, &a->sin_addr, 4);
+        }
+        memcpy(out, &family, 2);
+        memcpy(out + 2, &port, 2);
+    }
+    js_event(l, BUNRING_JS_EV_OPEN, c, at, PEER_ADDRESS_BYTES);
+}
+
+/* Receives straight into the channel's rx area and publishes DATA, until EAGAIN, the peer's EOF, a
+ * pause, or no room (then the connection waits on the starved list). false: connection closed. */
+static bool js_read(struct loop *l, struct conn *c)
+{
+    if ((c->flags & CONN_WR_SHUT) && (c->flags & CONN_DRAINING))
+        return discard_input(l, c);
+    while (!(c->flags & (CONN_PEER_EOF | CONN_DRAINING | CONN_JS_PAUSED))) {
+        if (conn_over_limit(l, c)) { /* JS wrote more than the peer reads: stop reading it */
+            conn_pause(l, c);
+            return true;
+        }
+        uint32_t at = 0;
+        uint32_t room = js_event_room(l, false) ? js_rx_room(l, &at) : 0;
+        if (room == 0) {
+            starved_push(l, c); /* JS is behind: read again once it consumed */
+            return true;
+        }
+        ssize_t n = recv(c->fd, l->js->rx + (at & (BUNRING_JS_BYTES - 1u)), room, 0);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return true;
+            if (errno == EINTR)
+                continue;
+            close_conn(l, c, BUNRING_STAT_CONN_CLOSED_RESET);
+            return false;
+        }
+        if (n == 0) {
+            c->flags |= CONN_PEER_EOF;
+            if (js_event_room(l, true))
+                js_event(l, BUNRING_JS_EV_END, c, 0, 0);
+            return true; /* js_after_flush closes once our side is done too */
+        }
+        c->last_active = l->now_ms;
+        stat_add(l, BUNRING_STAT_RECV_COMPLETIONS, 1);
+        stat_add(l, BUNRING_STAT_BYTES_IN, (uint64_t)n);
+        js_event(l, BUNRING_JS_EV_DATA, c, at, (uint32_t)n);
+    }
+    return true;
+}
+
+/* After the queue changed in handler mode: DRAIN when JS waits for room, FIN when JS ended (or the
+ * server stops) and everything is out, close once both sides are done. */
+static void js_after_flush(struct loop *l, struct conn *c)
+{
+    if (c->q_head != NO_BUF) {
+        if (!(c->flags & CONN_WANT_WRITE))
+            set_events(l, c, true);
+        return;
+    }
+    if ((c->flags & CONN_JS_WANT_DRAIN) && js_event_room(l, true)) {
+        c->flags &= ~(uint32_t)CONN_JS_WANT_DRAIN;
+        js_event(l, BUNRING_JS_EV_DRAIN, c, 0, 0);
+    }
+    if ((c->flags & (CONN_JS_END | CONN_DRAINING)) && !(c->flags & CONN_WR_SHUT)) {
+        c->flags |= CONN_WR_SHUT;
+        shutdown(c->fd, SHUT_WR);
+    }
+    if ((c->flags & CONN_PEER_EOF) && (c->flags & CONN_WR_SHUT)) {
+        close_conn(l, c, (c->flags & CONN_DRAINING) ? BUNRING_STAT_CONN_CLOSED_STOP : BUNRING_STAT_CONN_CLOSED_EOF);
+        return;
+    }
+    if ((c->flags & CONN_DRAINING) && (c->flags & CONN_WR_SHUT) && !discard_input(l, c))
+        return;
+    if (c->flags & CONN_WANT_WRITE)
+        set_events(l, c, false);
+}
+
+/* Room for bytes in the pool: the tail buffer's free space plus the free buffers. */
+static uint32_t pool_room(const struct loop *l, const struct conn *c)
+{
+    uint64_t room = (uint64_t)l->free_bufs * l->buf_size;
+    if (c->q_tail != NO_BUF)
+        room += l->buf_size - l->buf_len[c->q_tail];
+    return room > UINT32_MAX ? UINT32_MAX : (uint32_t)room;
+}
+
+/* A WRITE: send what the socket takes at once (when nothing is queued before it), queue the rest in
+ * pool buffers. false: the pool could not take it all; what was taken is cut from the record, which
+ * stays at the head of the ring until the pool has room (EPOLLOUT progress or a close frees it). */
+static bool js_write(struct loop *l, struct conn *c, struct bunring_js_record *r)
+{
+    const uint8_t *data = js_tx_bytes(l, r->offset);
+    uint32_t done = 0;
+    if (c->q_head == NO_BUF) {
+        ssize_t s = send(c->fd, data, r->len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (s < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+            close_conn(l, c, BUNRING_STAT_CONN_CLOSED_RESET);
+            return true;
+        }
+        if (s > 0) {
+            done = (uint32_t)s;
+            stat_add(l, BUNRING_STAT_SEND_COMPLETIONS, 1);
+            stat_add(l, BUNRING_STAT_BYTES_OUT, done);
+            c->last_active = l->now_ms;
+            js_count_sent(l, c, done);
+        }
+        if (done < r->len)
+            stat_add(l, s < 0 ? BUNRING_STAT_SEND_EAGAIN : BUNRING_STAT_SHORT_SENDS, 1);
+    }
+    uint32_t rest = r->len - done;
+    uint32_t room = pool_room(l, c);
+    uint32_t k = rest < room ? rest : room;
+    if (k > 0)
+        enqueue_bytes(l, c, data + done, k);
+    done += k;
+    bool all = done == r->len;
+    if (!all) {
+        r->offset += done;
+        r->len -= done;
+    }
+    js_after_flush(l, c);
+    return all;
+}
+
+/* Takes JS's commands in order. A command for a connection that is gone (generation mismatch) is
+ * dropped. Stops early only when a WRITE cannot be queued yet (the pool is full). */
+static void js_run_commands(struct loop *l)
+{
+    struct bunring_js_record *r;
+    while ((r = js_command_peek(l)) != NULL) {
+        uint32_t type = r->type_gen & 0xffu;
+        struct conn *c = conn_lookup(l, r->slot, r->type_gen >> 8);
+        if (c && (c->flags & CONN_WR_SHUT) && type == BUNRING_JS_CMD_WRITE)
+            c = NULL; /* a write after end(): nothing can carry it */
+        if (c) {
+            switch (type) {
+            case BUNRING_JS_CMD_WRITE:
+                if (!js_write(l, c, r))
+                    return;
+                break;
+            case BUNRING_JS_CMD_END:
+                c->flags |= CONN_JS_END;
+                js_after_flush(l, c);
+                break;
+            case BUNRING_JS_CMD_TERMINATE: {
+                struct linger hard = {.l_onoff = 1, .l_linger = 0}; /* close sends RST */
+                setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &hard, sizeof(hard));
+                close_conn(l, c, BUNRING_STAT_CONN_CLOSED_RESET);
+                break;
+            }
+            case BUNRING_JS_CMD_WANT_DRAIN:
+                c->flags |= CONN_JS_WANT_DRAIN;
+                js_after_flush(l, c);
+                break;
+            case BUNRING_JS_CMD_PAUSE:
+                c->flags |= CONN_JS_PAUSED;
+                break;
+            case BUNRING_JS_CMD_RESUME:
+                c->flags &= ~(uint32_t)CONN_JS_PAUSED;
+                service_conn(l, c, true, false); /* edge-triggered: bytes may be waiting */
+                break;
+            default:
+                stat_add(l, BUNRING_STAT_ERRORS, 1);
+                break;
+            }
+        }
+        js_command_done(l, r);
+    }
+}
+
 int epoll_setup(struct loop *l, struct bunring_error *err)
 {
     l->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -432,9 +666,20 @@ void epoll_run(struct loop *l)
     uint32_t next_sweep = l->now_ms + sweep_period;
     accept_all(l); /* connections that queued before the loop started */
     for (;;) {
+        if (l->js)
+            js_publish(l);
         if (l->stopping && l->open_conns == 0)
             break;
-        int n = epoll_wait(l->epfd, events, MAX_EVENTS, next_timeout(l, next_sweep));
+        int timeout = next_timeout(l, next_sweep);
+        if (l->js && timeout != 0) {
+            /* Say we sleep, then look once more: a command published before JS saw the flag. */
+            js_sleep_begin(l);
+            if (js_commands_waiting(l))
+                timeout = 0;
+        }
+        int n = epoll_wait(l->epfd, events, MAX_EVENTS, timeout);
+        if (l->js)
+            js_sleep_end(l);
         stat_add(l, BUNRING_STAT_WAIT_CALLS, 1);
         stat_add(l, BUNRING_STAT_LOOP_ITERATIONS, 1);
         l->now_ms = loop_clock_ms();
@@ -452,7 +697,9 @@ void epoll_run(struct loop *l)
                 uint64_t v;
                 if (read(l->wake_fd, &v, sizeof(v)) < 0) { /* drained; the value itself is unused */
                 }
-                if (!l->stopping) {
+                if (!loop_stop_requested(l)) {
+                    stat_add(l, BUNRING_STAT_JS_WAKEUPS, 1); /* JS published commands while we slept */
+                } else if (!l->stopping) {
                     begin_stop(l);
                 } else {
                     /* A second stop() with a shorter drain: move the deadline closer, never further. */
@@ -470,7 +717,9 @@ void epoll_run(struct loop *l)
             uint32_t e = events[i].events;
             service_conn(l, c, e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR), e & (EPOLLOUT | EPOLLERR));
         }
-        if (l->free_bufs > 0 && l->starved_head != NO_SLOT)
+        if (l->js)
+            js_run_commands(l);
+        if (l->starved_head != NO_SLOT)
             wake_starved(l);
         apply_stall_policy(l);
         if (l->accept_retry_at && (int32_t)(l->now_ms - l->accept_retry_at) >= 0) {

@@ -70,6 +70,8 @@ static int check_config(const struct bunring_config *cfg, struct bunring_error *
         return reject(err, "idleTimeoutMs %u is outside 0..%u", cfg->idle_timeout_ms, BUNRING_IDLE_TIMEOUT_MS_MAX);
     if (cfg->stall_timeout_ms > BUNRING_STALL_TIMEOUT_MS_MAX)
         return reject(err, "stallTimeoutMs %u is outside 0..%u", cfg->stall_timeout_ms, BUNRING_STALL_TIMEOUT_MS_MAX);
+    if ((cfg->flags & BUNRING_FLAG_HANDLER) && cfg->backend != BUNRING_BACKEND_EPOLL)
+        return reject(err, "handler mode runs on the epoll backend for now (backend %u given)", cfg->backend);
     if (cfg->flags & ~(uint32_t)BUNRING_FLAGS_ALL)
         return reject(err, "flags 0x%x has undefined bits (defined: 0x%x)", cfg->flags, (unsigned)BUNRING_FLAGS_ALL);
     if (cfg->cpu_count > BUNRING_MAX_CPUS)
@@ -237,6 +239,7 @@ static void join_and_free(struct bunring_server *srv)
         if (l->wake_fd >= 0)
             close(l->wake_fd);
         loop_free_tables(l);
+        js_channel_free(l); /* after the join: JS reads the channel until it frees the server */
     }
     pthread_mutex_destroy(&srv->setup_lock);
     pthread_cond_destroy(&srv->setup_cond);
@@ -244,7 +247,48 @@ static void join_and_free(struct bunring_server *srv)
     free(srv);
 }
 
+static bunring_server *start(const struct bunring_config *cfg, const char *host, bunring_js_doorbell doorbell,
+                             struct bunring_error *err);
+
 bunring_server *bunring_server_start(const struct bunring_config *cfg, const char *host, struct bunring_error *err)
+{
+    if (cfg && (cfg->flags & BUNRING_FLAG_HANDLER)) {
+        set_error(err, -EINVAL, "handler mode needs bunring_server_start_handler (a doorbell)");
+        return NULL;
+    }
+    return start(cfg, host, NULL, err);
+}
+
+bunring_server *bunring_server_start_handler(const struct bunring_config *cfg, const char *host,
+                                             bunring_js_doorbell doorbell, struct bunring_error *err)
+{
+    if (!cfg || !doorbell || !(cfg->flags & BUNRING_FLAG_HANDLER)) {
+        set_error(err, -EINVAL, "handler mode needs a config with BUNRING_FLAG_HANDLER and a doorbell");
+        return NULL;
+    }
+    return start(cfg, host, doorbell, err);
+}
+
+struct bunring_js_channel *bunring_js_channel_of(bunring_server *srv, uint32_t loop)
+{
+    return loop < srv->nloops ? srv->loops[loop].js : NULL;
+}
+
+uint32_t *bunring_js_sent_of(bunring_server *srv, uint32_t loop)
+{
+    return loop < srv->nloops ? srv->loops[loop].js_sent : NULL;
+}
+
+void bunring_js_wake(bunring_server *srv, uint32_t loop)
+{
+    uint64_t one = 1;
+    if (loop < srv->nloops && write(srv->loops[loop].wake_fd, &one, sizeof(one)) < 0) {
+        /* Only fails if the counter would overflow: the loop is awake anyway. */
+    }
+}
+
+static bunring_server *start(const struct bunring_config *cfg, const char *host, bunring_js_doorbell doorbell,
+                             struct bunring_error *err)
 {
     if (err)
         set_error(err, 0, "ok");
@@ -272,6 +316,7 @@ bunring_server *bunring_server_start(const struct bunring_config *cfg, const cha
     }
     srv->cfg = *cfg;
     srv->nloops = cfg->threads;
+    srv->doorbell = doorbell;
     pthread_mutex_init(&srv->setup_lock, NULL);
     pthread_cond_init(&srv->setup_cond, NULL);
     srv->stats_mem = calloc((size_t)cfg->threads * BUNRING_STATS_STRIDE, sizeof(uint64_t));
@@ -306,6 +351,8 @@ bunring_server *bunring_server_start(const struct bunring_config *cfg, const cha
         }
         if (rc == 0)
             rc = loop_alloc_tables(l, err);
+        if (rc == 0 && doorbell)
+            rc = js_channel_alloc(l, err);
     }
     srv->port = port;
 

@@ -3,7 +3,7 @@
 // starting a native server from a plain config object, reading its counters through one mapping of
 // the stats block, stopping/freeing it, probing the kernel, and user_data encode/decode through the C
 // functions. No other module of src/ touches pointers.
-import { CString, FFIType, toArrayBuffer, type Pointer } from "bun:ffi";
+import { CString, FFIType, JSCallback, toArrayBuffer, type Pointer } from "bun:ffi";
 import { cStringAt, openLibrary } from "./loader.ts";
 import { BUILD_HINT, locateLibrary } from "./locate.ts";
 
@@ -17,7 +17,7 @@ export const MAX_CPUS = 256;
 const STATS_STRIDE = 64;
 
 const BACKEND_CODES = { uring: 0, epoll: 1 } as const;
-const CONFIG_FLAGS = { sqpoll: 1 << 0, noDefer: 1 << 1, forceNoUring: 1 << 2 } as const;
+const CONFIG_FLAGS = { sqpoll: 1 << 0, noDefer: 1 << 1, forceNoUring: 1 << 2, handler: 1 << 4 } as const;
 
 /** enum bunring_stat, in order (checked against bunring_stat_name at load). */
 export const STAT_NAMES = [
@@ -52,6 +52,10 @@ export const STAT_NAMES = [
   "connRefusedStopping",
   "buffersPaused",
   "pressureEvents",
+  "jsEvents",
+  "jsCommands",
+  "jsDoorbells",
+  "jsWakeups",
 ] as const;
 export type StatName = (typeof STAT_NAMES)[number];
 
@@ -68,6 +72,10 @@ const symbols = {
   bunring_server_features: { args: [FFIType.ptr], returns: FFIType.u32 },
   bunring_server_threads: { args: [FFIType.ptr], returns: FFIType.u32 },
   bunring_server_stats: { args: [FFIType.ptr], returns: FFIType.ptr },
+  bunring_server_start_handler: { args: [FFIType.ptr, FFIType.ptr, FFIType.function, FFIType.ptr], returns: FFIType.ptr },
+  bunring_js_channel_of: { args: [FFIType.ptr, FFIType.u32], returns: FFIType.ptr },
+  bunring_js_sent_of: { args: [FFIType.ptr, FFIType.u32], returns: FFIType.ptr },
+  bunring_js_wake: { args: [FFIType.ptr, FFIType.u32], returns: FFIType.void },
   bunring_server_stop: { args: [FFIType.ptr, FFIType.u32], returns: FFIType.i32 },
   bunring_server_done: { args: [FFIType.ptr], returns: FFIType.u32 },
   bunring_server_free: { args: [FFIType.ptr], returns: FFIType.void },
@@ -77,6 +85,14 @@ const symbols = {
   bunring_ud_decode_slot: { args: [FFIType.u64], returns: FFIType.u32 },
   bunring_ud_decode_gen: { args: [FFIType.u64], returns: FFIType.u32 },
 } as const;
+
+/** BUNRING_JS_RECORDS and BUNRING_JS_BYTES: records per ring and bytes per area of a handler channel. */
+export const JS_RECORDS = 16384;
+export const JS_BYTES = 4 << 20;
+/** BUNRING_JS_MAX_RECORD_BYTES: bytes one DATA or WRITE record carries at most. */
+export const JS_MAX_RECORD_BYTES = 65536;
+export const JS_EVENT = { open: 1, data: 2, end: 3, drain: 4, close: 5 } as const;
+export const JS_COMMAND = { write: 1, end: 2, terminate: 3, wantDrain: 4, pause: 5, resume: 6 } as const;
 
 /** Inclusive range of a config field, as the library checks it. */
 export interface Limit {
@@ -113,6 +129,25 @@ function open() {
     cpus: { bytes: 4 * MAX_CPUS },
   });
   const error = lib.struct("bunring_error", { code: "i32", message: { bytes: 252 } });
+  const record = lib.struct("bunring_js_record", { typeGen: "u32", slot: "u32", offset: "u32", len: "u32" });
+  const channel = lib.struct("bunring_js_channel", {
+    evTail: "u32",
+    rxTail: "u32",
+    cmdHead: "u32",
+    txHead: "u32",
+    cSleeping: "u32",
+    loopPad: { bytes: 44 },
+    evHead: "u32",
+    rxHead: "u32",
+    cmdTail: "u32",
+    txTail: "u32",
+    jsSleeping: "u32",
+    jsPad: { bytes: 44 },
+    events: { bytes: JS_RECORDS * 16 },
+    commands: { bytes: JS_RECORDS * 16 },
+    rx: { bytes: JS_BYTES },
+    tx: { bytes: JS_BYTES },
+  });
   const names = Array.from({ length: s.bunring_stat_count() }, (_, i) => String(new CString(s.bunring_stat_name(i)!)));
   if (names.join() !== STAT_NAMES.join()) {
     throw new Error(`bunring: ${path} reports stats [${names.join(", ")}], ffi/server.ts expects [${STAT_NAMES.join(", ")}]; ${BUILD_HINT}`);
@@ -130,7 +165,7 @@ function open() {
     if (!p) break;
     limits.set(String(new CString(p)), { min: out[0]!, max: out[1]! });
   }
-  return { symbols: s, config, error, featureNames, limits };
+  return { symbols: s, config, error, record, channel, featureNames, limits };
 }
 
 let loaded: ReturnType<typeof open> | undefined;
@@ -164,6 +199,8 @@ export interface NativeConfig {
   stallTimeoutMs: number;
   cpus: readonly number[];
   sqpoll: boolean;
+  /** Handler mode: bytes go to JS through a channel per loop (startHandlerNative). */
+  handler?: boolean;
   /** Testing aids: skip DEFER_TASKRUN, or act as if io_uring were unavailable. */
   noDefer?: boolean;
   forceNoUring?: boolean;
@@ -208,6 +245,7 @@ function encodeConfig(cfg: NativeConfig): Uint8Array {
   if (cfg.sqpoll) flags |= CONFIG_FLAGS.sqpoll;
   if (cfg.noDefer) flags |= CONFIG_FLAGS.noDefer;
   if (cfg.forceNoUring) flags |= CONFIG_FLAGS.forceNoUring;
+  if (cfg.handler) flags |= CONFIG_FLAGS.handler;
   u32(at.flags, flags);
   const cpus = cfg.cpus.slice(0, MAX_CPUS);
   u32(at.cpuCount, cpus.length);
@@ -253,10 +291,81 @@ export function sumStats(words: BigUint64Array, threads: number): NativeStats {
 /** Starts a native server; throws the shim's NativeError (not an Error) on failure. */
 export function startNative(cfg: NativeConfig, host: string): NativeServer {
   const lib = native().symbols;
-  const config = encodeConfig(cfg);
   const err = newErrorBuffer();
-  const handle = lib.bunring_server_start(config, cString(host), err);
+  const handle = lib.bunring_server_start(encodeConfig(cfg), cString(host), err);
   if (!handle) throw readError(err);
+  return wrapNative(handle as Pointer);
+}
+
+/** One loop's handler channel, mapped once: its control words, record rings and byte areas. */
+export interface NativeChannel {
+  /** The control words (ev_tail, rx_tail, ... js_sleeping) as u32s, for Atomics. */
+  words: Int32Array;
+  /** Index into `words` of each control word. */
+  at: { evTail: number; rxTail: number; cmdHead: number; txHead: number; cSleeping: number; evHead: number; rxHead: number; cmdTail: number; txTail: number; jsSleeping: number };
+  /** Event and command records, 4 u32 each: typeGen, slot, offset, len. */
+  events: Uint32Array;
+  commands: Uint32Array;
+  rx: Uint8Array;
+  tx: Uint8Array;
+  /** Bytes each connection slot has handed to the kernel (reset when the slot opens). */
+  sent: Uint32Array;
+  /** Wakes the loop (eventfd write): call only when words[at.cSleeping] is 1. */
+  wake(): void;
+}
+
+export interface NativeHandlerServer extends NativeServer {
+  channels: NativeChannel[];
+}
+
+/**
+ * Starts a server in handler mode; `doorbell(loop)` runs on the JS thread when loop `loop` published
+ * events while JS slept. Throws the shim's NativeError on failure. The callback stays alive until
+ * free().
+ */
+export function startHandlerNative(cfg: NativeConfig, host: string, doorbell: (loop: number) => void): NativeHandlerServer {
+  const n = native();
+  const lib = n.symbols;
+  const err = newErrorBuffer();
+  const callback = new JSCallback(doorbell, { args: [FFIType.u32], returns: FFIType.void, threadsafe: true });
+  const handle = lib.bunring_server_start_handler(encodeConfig({ ...cfg, handler: true }), cString(host), callback, err);
+  if (!handle) {
+    callback.close();
+    throw readError(err);
+  }
+  const server = wrapNative(handle as Pointer, () => callback.close());
+  const c = n.channel;
+  const channels = Array.from({ length: server.threads }, (_, loop): NativeChannel => {
+    const base = lib.bunring_js_channel_of(handle as Pointer, loop) as Pointer;
+    const buf = toArrayBuffer(base, 0, c.size);
+    const sentPtr = lib.bunring_js_sent_of(handle as Pointer, loop) as Pointer;
+    return {
+      words: new Int32Array(buf, 0, c.events / 4),
+      at: {
+        evTail: c.evTail / 4,
+        rxTail: c.rxTail / 4,
+        cmdHead: c.cmdHead / 4,
+        txHead: c.txHead / 4,
+        cSleeping: c.cSleeping / 4,
+        evHead: c.evHead / 4,
+        rxHead: c.rxHead / 4,
+        cmdTail: c.cmdTail / 4,
+        txTail: c.txTail / 4,
+        jsSleeping: c.jsSleeping / 4,
+      },
+      events: new Uint32Array(buf, c.events, JS_RECORDS * 4),
+      commands: new Uint32Array(buf, c.commands, JS_RECORDS * 4),
+      rx: new Uint8Array(buf, c.rx, JS_BYTES),
+      tx: new Uint8Array(buf, c.tx, JS_BYTES),
+      sent: new Uint32Array(toArrayBuffer(sentPtr, 0, cfg.maxConnections * 4)),
+      wake: () => lib.bunring_js_wake(handle as Pointer, loop),
+    };
+  });
+  return { ...server, channels };
+}
+
+function wrapNative(handle: Pointer, onFree?: () => void): NativeServer {
+  const lib = native().symbols;
   const threads = lib.bunring_server_threads(handle);
   // One mapping of the counters for the server's life: threads blocks of STATS_STRIDE u64 values.
   const statsPtr = lib.bunring_server_stats(handle) as Pointer;
@@ -279,6 +388,7 @@ export function startNative(cfg: NativeConfig, host: string): NativeServer {
       if (freed) return;
       freed = true;
       lib.bunring_server_free(handle);
+      onFree?.();
     },
   };
 }

@@ -1,0 +1,134 @@
+/*
+ * js_channel.c — handler mode, the loop's side of the channel it shares with the JS thread (protocol
+ * in bunring.h, "Handler mode"): allocating the channel and the sent[] counters, reserving room in
+ * the rx area and writing event records, publishing them with one store per loop iteration (and
+ * ringing the doorbell only when JS sleeps), taking commands and freeing their tx bytes, and the
+ * sleeping flag JS reads before it wakes the loop. What the commands do to connections is the
+ * loop's business (loop_epoll.c); nothing here makes a system call.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RECORD_MASK (BUNRING_JS_RECORDS - 1u)
+#define BYTE_MASK (BUNRING_JS_BYTES - 1u)
+/* Records kept free for END, DRAIN and CLOSE, so a connection's close always reaches JS: OPEN and
+ * DATA stop (connections wait) once only this many are left. */
+#define EVENT_RESERVE (BUNRING_JS_RECORDS / 4u)
+/* Below this much contiguous room at the end of rx, a reservation skips to the start of the area. */
+#define MIN_CONTIGUOUS 4096u
+
+_Static_assert((BUNRING_JS_RECORDS & RECORD_MASK) == 0, "records: a power of two");
+_Static_assert((BUNRING_JS_BYTES & BYTE_MASK) == 0, "bytes: a power of two");
+
+int js_channel_alloc(struct loop *l, struct bunring_error *err)
+{
+    void *mem = loop_alloc_aligned(l, 4096, sizeof(struct bunring_js_channel));
+    l->js_sent = loop_alloc(l, sizeof(uint32_t) * l->max_conns);
+    if (!mem || !l->js_sent) {
+        free(mem);
+        set_error(err, -ENOMEM, "out of memory for the handler channel (%zu bytes)", sizeof(struct bunring_js_channel));
+        return -ENOMEM;
+    }
+    l->js = mem;
+    /* The control words and records are zeroed; the byte areas stay untouched until used. */
+    memset(l->js, 0, offsetof(struct bunring_js_channel, rx));
+    return 0;
+}
+
+void js_channel_free(struct loop *l)
+{
+    free(l->js);
+    free(l->js_sent);
+    l->js = NULL;
+    l->js_sent = NULL;
+}
+
+uint32_t js_rx_room(struct loop *l, uint32_t *offset)
+{
+    uint32_t head = __atomic_load_n(&l->js->rx_head, __ATOMIC_ACQUIRE);
+    uint32_t free_bytes = BUNRING_JS_BYTES - (l->js_rx_tail - head);
+    uint32_t to_end = BUNRING_JS_BYTES - (l->js_rx_tail & BYTE_MASK);
+    if (to_end < MIN_CONTIGUOUS && free_bytes > to_end) {
+        /* Skip the short end of the area: JS frees it with the next record it consumes. */
+        l->js_rx_tail += to_end;
+        free_bytes -= to_end;
+        to_end = BUNRING_JS_BYTES;
+    }
+    uint32_t room = free_bytes < to_end ? free_bytes : to_end;
+    *offset = l->js_rx_tail;
+    return room < BUNRING_JS_MAX_RECORD_BYTES ? room : BUNRING_JS_MAX_RECORD_BYTES;
+}
+
+bool js_event_room(const struct loop *l, bool reserved)
+{
+    uint32_t head = __atomic_load_n(&l->js->ev_head, __ATOMIC_ACQUIRE);
+    uint32_t used = l->js_ev_tail - head;
+    return used < (reserved ? BUNRING_JS_RECORDS : BUNRING_JS_RECORDS - EVENT_RESERVE);
+}
+
+void js_event(struct loop *l, uint32_t type, const struct conn *c, uint32_t offset, uint32_t len)
+{
+    struct bunring_js_record *r = &l->js->events[l->js_ev_tail & RECORD_MASK];
+    r->type_gen = type | (c->gen << 8);
+    r->slot = conn_slot(l, c);
+    r->offset = offset;
+    r->len = len;
+    l->js_ev_tail++;
+    if (type == BUNRING_JS_EV_DATA || type == BUNRING_JS_EV_OPEN)
+        l->js_rx_tail = offset + len;
+    stat_add(l, BUNRING_STAT_JS_EVENTS, 1);
+}
+
+void js_publish(struct loop *l)
+{
+    struct bunring_js_channel *ch = l->js;
+    if (ch->ev_tail == l->js_ev_tail)
+        return;
+    __atomic_store_n(&ch->rx_tail, l->js_rx_tail, __ATOMIC_RELAXED);
+    /* Sequentially consistent with JS's store of js_sleeping and its re-read of ev_tail: either JS
+     * sees these events, or this exchange sees that it sleeps. */
+    __atomic_store_n(&ch->ev_tail, l->js_ev_tail, __ATOMIC_SEQ_CST);
+    if (__atomic_exchange_n(&ch->js_sleeping, 0, __ATOMIC_SEQ_CST) == 1) {
+        stat_add(l, BUNRING_STAT_JS_DOORBELLS, 1);
+        l->srv->doorbell(l->index);
+    }
+}
+
+bool js_commands_waiting(const struct loop *l)
+{
+    return __atomic_load_n(&l->js->cmd_tail, __ATOMIC_SEQ_CST) != l->js_cmd_head;
+}
+
+struct bunring_js_record *js_command_peek(struct loop *l)
+{
+    if (__atomic_load_n(&l->js->cmd_tail, __ATOMIC_ACQUIRE) == l->js_cmd_head)
+        return NULL;
+    return &l->js->commands[l->js_cmd_head & RECORD_MASK];
+}
+
+void js_command_done(struct loop *l, const struct bunring_js_record *r)
+{
+    l->js_cmd_head++;
+    stat_add(l, BUNRING_STAT_JS_COMMANDS, 1);
+    if ((r->type_gen & 0xffu) == BUNRING_JS_CMD_WRITE)
+        __atomic_store_n(&l->js->tx_head, r->offset + r->len, __ATOMIC_RELEASE);
+    __atomic_store_n(&l->js->cmd_head, l->js_cmd_head, __ATOMIC_RELEASE);
+}
+
+uint8_t *js_tx_bytes(const struct loop *l, uint32_t offset)
+{
+    return l->js->tx + (offset & BYTE_MASK);
+}
+
+void js_sleep_begin(struct loop *l)
+{
+    __atomic_store_n(&l->js->c_sleeping, 1, __ATOMIC_SEQ_CST);
+}
+
+void js_sleep_end(struct loop *l)
+{
+    __atomic_store_n(&l->js->c_sleeping, 0, __ATOMIC_RELAXED);
+}
