@@ -232,6 +232,7 @@ BUNRING_API uint32_t bunring_probe(struct bunring_error *err, char *kernel_relea
 #define BUNRING_JS_RECORDS 16384u
 #define BUNRING_JS_BYTES (4u << 20)
 #define BUNRING_JS_MAX_RECORD_BYTES 65536u /* DATA and WRITE records carry at most this many bytes */
+#define BUNRING_JS_PEER_ADDRESS_BYTES 20u  /* OPEN: u16 family (2 IPv4, 10 IPv6), u16 port, 16 address bytes */
 
 enum bunring_js_event { BUNRING_JS_EV_OPEN = 1, BUNRING_JS_EV_DATA, BUNRING_JS_EV_END, BUNRING_JS_EV_DRAIN, BUNRING_JS_EV_CLOSE };
 enum bunring_js_command {

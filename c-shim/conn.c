@@ -81,9 +81,27 @@ int loop_alloc_tables(struct loop *l, struct bunring_error *err)
     l->max_conns = cfg->max_connections < BUNRING_UD_MAX_SLOT ? cfg->max_connections : BUNRING_UD_MAX_SLOT;
     l->buf_size = cfg->buffer_size;
     l->buf_count = cfg->buffer_count;
+    /* uring in handler mode sends what JS wrote from a second set of buffers, ids buf_count and up
+     * (the receive buffers belong to the kernel's ring); NO_BUF (0xffff) is never an id. */
+    bool tx_pool = (cfg->flags & BUNRING_FLAG_HANDLER) && cfg->backend == BUNRING_BACKEND_URING;
+    uint32_t ids = tx_pool ? 2 * l->buf_count : l->buf_count;
     l->conns = loop_alloc(l, sizeof(struct conn) * l->max_conns);
-    l->buf_next = loop_alloc(l, sizeof(uint16_t) * l->buf_count);
-    l->buf_len = loop_alloc(l, sizeof(uint32_t) * l->buf_count);
+    l->buf_next = loop_alloc(l, sizeof(uint16_t) * ids);
+    l->buf_len = loop_alloc(l, sizeof(uint32_t) * ids);
+    if (tx_pool) {
+        l->tx_mem = loop_alloc_aligned(l, 4096, (size_t)l->buf_size * l->buf_count);
+        if (!l->tx_mem) {
+            set_error(err, -ENOMEM, "out of memory allocating %u send buffers of %u bytes", l->buf_count, l->buf_size);
+            return -ENOMEM;
+        }
+        uint32_t last = ids - 1 < NO_BUF ? ids - 1 : NO_BUF - 1u;
+        l->tx_free_head = NO_BUF;
+        for (uint32_t id = last + 1; id-- > l->buf_count;) {
+            l->buf_next[id] = l->tx_free_head;
+            l->tx_free_head = (uint16_t)id;
+            l->tx_free++;
+        }
+    }
     /* Page-aligned so the kernel pins whole pages; untouched pages cost no memory until used. */
     l->buf_mem = loop_alloc_aligned(l, 4096, (size_t)l->buf_size * l->buf_count);
     if (!l->conns || !l->buf_next || !l->buf_len || !l->buf_mem) {
@@ -118,6 +136,8 @@ void loop_free_tables(struct loop *l)
     free(l->buf_next);
     free(l->buf_len);
     free(l->buf_mem);
+    free(l->tx_mem);
+    l->tx_mem = NULL;
     l->conns = NULL;
     l->buf_next = NULL;
     l->buf_len = NULL;
@@ -156,6 +176,8 @@ struct conn *conn_open(struct loop *l, int fd)
     c->flags = CONN_IN_USE;
     c->q_head = NO_BUF;
     c->q_tail = NO_BUF;
+    c->rx_head = NO_BUF;
+    c->rx_tail = NO_BUF;
     c->next = NO_SLOT;
     c->paused_prev = NO_SLOT;
     c->paused_next = NO_SLOT;

@@ -48,6 +48,9 @@ struct conn {
     uint16_t q_tail;
     uint8_t close_reason; /* enum bunring_stat of the close counter to bump */
     uint8_t pad[3];
+    uint16_t rx_head;     /* uring handler mode: received buffers waiting for room in the channel */
+    uint16_t rx_tail;
+    uint32_t rx_off;      /* ... bytes of the head one already delivered */
     uint32_t next;        /* free-list / starved-list link (slot index) */
     uint32_t paused_prev; /* paused-list links (slot indices), oldest pause first */
     uint32_t paused_next;
@@ -82,6 +85,9 @@ struct loop {
     uint32_t buf_count;
     uint16_t *buf_next;
     uint32_t *buf_len;
+    uint8_t *tx_mem;        /* uring handler mode: buffers (ids buf_count..) holding what JS wrote */
+    uint16_t tx_free_head;  /* ... and their free list */
+    uint32_t tx_free;
     uint16_t free_buf_head; /* epoll: free buffer list; uring: free buffers live in the kernel ring */
     uint32_t free_bufs;     /* epoll: buffers on the free list */
     uint32_t bufs_queued;   /* buffers holding unechoed bytes, across all connections */
@@ -189,6 +195,8 @@ struct conn *conn_lookup(struct loop *l, uint32_t slot, uint32_t gen); /* NULL i
 /* Buffer queue of a connection. */
 static inline uint8_t *buf_addr(const struct loop *l, uint32_t bid)
 {
+    if (bid >= l->buf_count) /* uring handler mode's send buffers */
+        return l->tx_mem + (size_t)(bid - l->buf_count) * l->buf_size;
     return l->buf_mem + (size_t)bid * l->buf_size;
 }
 void queue_push(struct loop *l, struct conn *c, uint16_t bid, uint32_t len);
@@ -228,6 +236,8 @@ void js_command_done(struct loop *l, const struct bunring_js_record *r);
 uint8_t *js_tx_bytes(const struct loop *l, uint32_t offset);
 void js_sleep_begin(struct loop *l); /* store c_sleeping = 1 (then re-check for work) */
 void js_sleep_end(struct loop *l);
+void js_count_sent(struct loop *l, struct conn *c, uint32_t n); /* sent[slot] += n, for JS */
+void js_open(struct loop *l, struct conn *c, uint32_t at);       /* OPEN, peer address at rx offset `at` */
 
 /* ---- backends ---- */
 int uring_setup(struct loop *l, struct bunring_error *err); /* on the loop thread */

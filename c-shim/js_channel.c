@@ -3,12 +3,15 @@
  * in bunring.h, "Handler mode"): allocating the channel and the sent[] counters, reserving room in
  * the rx area and writing event records, publishing them with one store per loop iteration (and
  * ringing the doorbell only when JS sleeps), taking commands and freeing their tx bytes, and the
- * sleeping flag JS reads before it wakes the loop. What the commands do to connections is the
- * loop's business (loop_epoll.c); nothing here makes a system call.
+ * sleeping flag JS reads before it wakes the loop, and the OPEN event with the peer's address. What
+ * the commands do to connections is each loop's business (loop_epoll.c, loop_uring.c).
  */
 #include "internal.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -131,4 +134,37 @@ void js_sleep_begin(struct loop *l)
 void js_sleep_end(struct loop *l)
 {
     __atomic_store_n(&l->js->c_sleeping, 0, __ATOMIC_RELAXED);
+}
+
+void js_count_sent(struct loop *l, struct conn *c, uint32_t n)
+{
+    uint32_t *sent = &l->js_sent[conn_slot(l, c)];
+    __atomic_store_n(sent, *sent + n, __ATOMIC_RELEASE);
+}
+
+/* OPEN: the sent counter starts at 0 and JS gets the peer's address (BUNRING_JS_PEER_ADDRESS_BYTES in rx:
+ * u16 family, u16 port, 16 address bytes). */
+void js_open(struct loop *l, struct conn *c, uint32_t at)
+{
+    __atomic_store_n(&l->js_sent[conn_slot(l, c)], 0, __ATOMIC_RELEASE);
+    uint8_t *out = l->js->rx + (at & (BUNRING_JS_BYTES - 1u));
+    memset(out, 0, BUNRING_JS_PEER_ADDRESS_BYTES);
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    if (getpeername(c->fd, (struct sockaddr *)&ss, &len) == 0) {
+        uint16_t family = ss.ss_family == AF_INET6 ? 10 : 2;
+        uint16_t port;
+        if (ss.ss_family == AF_INET6) {
+            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+            port = ntohs(a->sin6_port);
+            memcpy(out + 4, &a->sin6_addr, 16);
+        } else {
+            struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+            port = ntohs(a->sin_port);
+            memcpy(out + 4, &a->sin_addr, 4);
+        }
+        memcpy(out, &family, 2);
+        memcpy(out + 2, &port, 2);
+    }
+    js_event(l, BUNRING_JS_EV_OPEN, c, at, BUNRING_JS_PEER_ADDRESS_BYTES);
 }

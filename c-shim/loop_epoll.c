@@ -30,13 +30,10 @@
 #define IOV_MAX_BATCH 64
 #define TAG_LISTEN UINT64_MAX
 #define TAG_WAKE (UINT64_MAX - 1)
-#define PEER_ADDRESS_BYTES 20u
 
 /* Handler mode, defined in its section below. */
 static bool js_read(struct loop *l, struct conn *c);
 static void js_after_flush(struct loop *l, struct conn *c);
-static void js_count_sent(struct loop *l, struct conn *c, uint32_t n);
-static void js_open(struct loop *l, struct conn *c, uint32_t at);
 static void js_run_commands(struct loop *l);
 
 /* epoll data for a connection: slot and generation, so an event for a freed slot is recognised. */
@@ -346,7 +343,7 @@ static void accept_all(struct loop *l)
             return;
         }
         uint32_t at = 0;
-        bool js_full = l->js && (!js_event_room(l, false) || js_rx_room(l, &at) < PEER_ADDRESS_BYTES);
+        bool js_full = l->js && (!js_event_room(l, false) || js_rx_room(l, &at) < BUNRING_JS_PEER_ADDRESS_BYTES);
         struct conn *c = js_full ? NULL : conn_open(l, fd);
         if (!c) {
             close(fd);
@@ -439,39 +436,6 @@ static int next_timeout(const struct loop *l, uint32_t next_idle_sweep)
 }
 
 /* ---- Handler mode ---- */
-
-static void js_count_sent(struct loop *l, struct conn *c, uint32_t n)
-{
-    uint32_t *sent = &l->js_sent[conn_slot(l, c)];
-    __atomic_store_n(sent, *sent + n, __ATOMIC_RELEASE);
-}
-
-/* OPEN: the sent counter starts at 0 and JS gets the peer's address (PEER_ADDRESS_BYTES in rx:
- * u16 family, u16 port, 16 address bytes). */
-static void js_open(struct loop *l, struct conn *c, uint32_t at)
-{
-    __atomic_store_n(&l->js_sent[conn_slot(l, c)], 0, __ATOMIC_RELEASE);
-    uint8_t *out = l->js->rx + (at & (BUNRING_JS_BYTES - 1u));
-    memset(out, 0, PEER_ADDRESS_BYTES);
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof(ss);
-    if (getpeername(c->fd, (struct sockaddr *)&ss, &len) == 0) {
-        uint16_t family = ss.ss_family == AF_INET6 ? 10 : 2;
-        uint16_t port;
-        if (ss.ss_family == AF_INET6) {
-            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-            port = ntohs(a->sin6_port);
-            memcpy(out + 4, &a->sin6_addr, 16);
-        } else {
-            struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-            port = ntohs(a->sin_port);
-            memcpy(out + 4, &a->sin_addr, 4);
-        }
-        memcpy(out, &family, 2);
-        memcpy(out + 2, &port, 2);
-    }
-    js_event(l, BUNRING_JS_EV_OPEN, c, at, PEER_ADDRESS_BYTES);
-}
 
 /* Receives straight into the channel's rx area and publishes DATA, until EAGAIN, the peer's EOF, a
  * pause, or no room (then the connection waits on the starved list). false: connection closed. */

@@ -70,8 +70,6 @@ static int check_config(const struct bunring_config *cfg, struct bunring_error *
         return reject(err, "idleTimeoutMs %u is outside 0..%u", cfg->idle_timeout_ms, BUNRING_IDLE_TIMEOUT_MS_MAX);
     if (cfg->stall_timeout_ms > BUNRING_STALL_TIMEOUT_MS_MAX)
         return reject(err, "stallTimeoutMs %u is outside 0..%u", cfg->stall_timeout_ms, BUNRING_STALL_TIMEOUT_MS_MAX);
-    if ((cfg->flags & BUNRING_FLAG_HANDLER) && cfg->backend != BUNRING_BACKEND_EPOLL)
-        return reject(err, "handler mode runs on the epoll backend for now (backend %u given)", cfg->backend);
     if (cfg->flags & ~(uint32_t)BUNRING_FLAGS_ALL)
         return reject(err, "flags 0x%x has undefined bits (defined: 0x%x)", cfg->flags, (unsigned)BUNRING_FLAGS_ALL);
     if (cfg->cpu_count > BUNRING_MAX_CPUS)
