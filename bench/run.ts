@@ -1,18 +1,22 @@
-// run.ts — `bun run bench`: the benchmark matrix. For every length × connection count, repetition
-// after repetition, each target runs in turn (A B C D A B C D ...) on a fresh server process pinned to
-// the first CPU, while the shim's load generator drives it from the other CPU(s) and samples the
-// server's CPU time at the edges of the measured interval. A live progress line goes to stderr; at
-// the end the Markdown table goes to stdout and JSON + Markdown + SVG are written (--out).
+// run.ts — `bun run bench`: the benchmark matrix. Per workload (echo: every length; resp: resp-get
+// and resp-set at every pipeline depth) × connection count, repetition after repetition, each target
+// of that workload runs in turn (A B C D A B C D ...) on a fresh server process pinned to the first
+// CPU (resp-get SETs its keys first), while the load generator drives it from the other CPU(s) and
+// samples the server's CPU time at the edges of the measured interval. Around each run the bench
+// reads the load average and every other process's CPU time (to warn when something competed). A
+// live progress line goes to stderr; at the end the Markdown tables go to stdout and JSON + Markdown +
+// SVG are written (--out).
 // Exit status: 0 all runs clean, 1 some run had errors or failed, 2 usage error, 130 interrupted.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { runLoadgen, type LoadgenProgress, type LoadgenResult } from "../ffi/loadgen.ts";
 import { parseBenchArgs, UsageError, type BenchSettings } from "./args.ts";
-import { allowedCpus, machineInfo, peakRssMiB, pinSelf } from "./procfs.ts";
-import { benchDocument, markdown, type RunSettings } from "./report.ts";
-import { summarize, type RunSample } from "./summary.ts";
+import { allowedCpus, competitors, loadAverage, machineInfo, peakRssMiB, pinSelf, snapshotProcs } from "./procfs.ts";
+import { benchDocument, loadWarnings, markdown, type RunSettings } from "./report.ts";
+import { summarize, type RunSample, type RunWorkload } from "./summary.ts";
 import { svgChart } from "./svg.ts";
 import { builtinTargets, externalTarget, freePort, startServer, type Pinning, type ServerProcess, type Target } from "./targets.ts";
+import { respWorkload, type Workload } from "./workloads.ts";
 
 const root = resolve(import.meta.dir, "..");
 
@@ -24,18 +28,30 @@ interface Placement {
 }
 
 interface PlannedRun {
+  workload: RunWorkload;
   target: Target;
   connections: number;
+  /** echo: message bytes; resp: value bytes. */
   length: number;
+  pipeline: number;
   rep: number;
 }
 
 function plan(settings: BenchSettings, targets: Target[]): PlannedRun[] {
   const runs: PlannedRun[] = [];
-  for (const length of settings.lengths) {
-    for (const connections of settings.connections) {
+  const add = (workload: RunWorkload, length: number, pipeline: number, connectionList: number[], family: Target["workload"]) => {
+    for (const connections of connectionList) {
       for (let rep = 0; rep < settings.reps; rep++) {
-        for (const target of targets) runs.push({ target, connections, length, rep });
+        for (const target of targets) if (target.workload === family) runs.push({ workload, target, connections, length, pipeline, rep });
+      }
+    }
+  };
+  for (const family of settings.workloads) {
+    if (family === "echo") {
+      for (const length of settings.lengths) add("echo", length, 1, settings.connections.echo, "echo");
+    } else {
+      for (const op of ["resp-get", "resp-set"] as const) {
+        for (const pipeline of settings.pipelines) add(op, settings.valueSize, pipeline, settings.connections.resp, "resp");
       }
     }
   }
@@ -70,18 +86,29 @@ function progressText(p: LoadgenProgress): string {
   return p.phase;
 }
 
-function sampleFrom(run: PlannedRun, r: LoadgenResult, rssMiB: number | null, note: string | null): RunSample {
-  const errors = r.connectErrors + r.mismatches + r.shortReads + r.ioErrors;
+/** What the bench measured around a run: load average before and after, other processes' CPU. */
+interface Surroundings {
+  loadAvg: RunSample["loadAvg"];
+  competitors: RunSample["competitors"];
+}
+
+function sampleFrom(run: PlannedRun, r: LoadgenResult, rssMiB: number | null, note: string | null, around: Surroundings): RunSample {
+  const errors = r.connectErrors + r.mismatches + r.shortReads + r.extras + r.ioErrors;
   const ran = r.responses > 0 && r.elapsedS > 0;
   const notes = [note, r.status !== 0 || r.connectErrors > 0 ? r.message : null].filter(Boolean);
   return {
+    workload: run.workload,
     target: run.target.name,
     connections: run.connections,
     length: run.length,
+    pipeline: run.pipeline,
     rep: run.rep,
     reqPerSec: ran ? r.responsesPerSec : null,
     serverCpuUsPerReq: ran && r.serverCpuUs !== null ? r.serverCpuUs / r.responses : null,
     clientCpuPct: ran && r.clientCpuUs !== null ? (r.clientCpuUs / 1e6 / r.elapsedS) * 100 : null,
+    serverCpuPct: ran && r.serverCpuUs !== null ? (r.serverCpuUs / 1e6 / r.elapsedS) * 100 : null,
+    loadAvg: around.loadAvg,
+    competitors: around.competitors,
     latencyUs: ran ? { p50: r.latencyUs.p50, p90: r.latencyUs.p90, p99: r.latencyUs.p99, p999: r.latencyUs.p999, max: r.latencyUs.max } : null,
     serverRssMiB: rssMiB,
     edgeSkewUs: ran ? r.edgeSkewUs : null,
@@ -91,15 +118,20 @@ function sampleFrom(run: PlannedRun, r: LoadgenResult, rssMiB: number | null, no
   };
 }
 
-function failedSample(run: PlannedRun, failure: string): RunSample {
+function failedSample(run: PlannedRun, failure: string, loadStart: number | null): RunSample {
   return {
+    workload: run.workload,
     target: run.target.name,
     connections: run.connections,
     length: run.length,
+    pipeline: run.pipeline,
     rep: run.rep,
     reqPerSec: null,
     serverCpuUsPerReq: null,
     clientCpuPct: null,
+    serverCpuPct: null,
+    loadAvg: { start: loadStart, end: loadAverage() },
+    competitors: [],
     latencyUs: null,
     serverRssMiB: null,
     edgeSkewUs: null,
@@ -131,7 +163,14 @@ async function main(): Promise<number> {
     throw e;
   }
   const all = [...builtinTargets(), ...settings.external.map(externalTarget)];
-  const targets = settings.only ? settings.only.map((n) => all.find((t) => t.name === n)!) : all;
+  const targets = settings.selected.map((n) => all.find((t) => t.name === n)!);
+  // The RESP tables, built once (resp-get's prepare SETs the keys on each fresh server).
+  const respWorkloads = new Map<RunWorkload, Workload>();
+  const workloadFor = (w: RunWorkload): Workload | null => {
+    if (w === "echo") return null;
+    if (!respWorkloads.has(w)) respWorkloads.set(w, respWorkload(w, settings.keySpace, settings.valueSize));
+    return respWorkloads.get(w)!;
+  };
   const placement = place(settings);
   if (placement.clientCpus.length > 0 && !pinSelf(placement.clientCpus)) {
     process.stderr.write("bench: note: could not pin the bench process itself (no taskset); its load threads are still pinned\n");
@@ -169,8 +208,9 @@ async function main(): Promise<number> {
     lastDraw = now;
     const done = i / runs.length;
     const eta = done > 0 ? ((now - t0) / 1000 / done) * (1 - done) : runs.length * perRunS;
+    const shape = run.workload === "echo" ? `len=${run.length}` : `${run.workload} P=${run.pipeline}`;
     const head = `[${String(i + 1).padStart(String(runs.length).length)}/${runs.length}] ${run.target.name} ` +
-      `c=${run.connections} len=${run.length} rep ${run.rep + 1}/${settings.reps}`;
+      `c=${run.connections} ${shape} rep ${run.rep + 1}/${settings.reps}`;
     const line = `${head}: ${status} | ETA ${clock(eta)}`;
     process.stderr.write(tty ? `\r${line}\x1b[K` : force ? `${line}\n` : "");
   };
@@ -179,6 +219,7 @@ async function main(): Promise<number> {
     if (abort.signal.aborted) break;
     if (skipped.has(run.target.name)) continue;
     draw(i, run, "starting server", true);
+    const loadStart = loadAverage();
     const port = run.target.fixedPort ?? (await freePort());
     try {
       current = await startServer(run.target, port, {
@@ -188,7 +229,7 @@ async function main(): Promise<number> {
       });
     } catch (e) {
       const message = (e as Error).message;
-      samples.push(failedSample(run, message));
+      samples.push(failedSample(run, message, loadStart));
       if (!started.has(run.target.name)) skipped.set(run.target.name, message);
       if (tty) process.stderr.write("\n");
       process.stderr.write(`bench: ${run.target.name}: ${message}\n`);
@@ -199,12 +240,28 @@ async function main(): Promise<number> {
     try {
       const comm = server.comm();
       const note = comm === "sh" || comm === "taskset" ? `measured pid ${server.pid} is '${comm}', not the server` : null;
+      const workload = workloadFor(run.workload);
+      if (workload?.prepare) {
+        draw(i, run, `preparing ${run.workload}`, true);
+        try {
+          await workload.prepare("127.0.0.1", port);
+        } catch (e) {
+          const message = `preparing ${run.workload}: ${(e as Error).message}`;
+          samples.push(failedSample(run, message, loadStart));
+          if (tty) process.stderr.write("\n");
+          process.stderr.write(`bench: ${run.target.name}: ${message}\n`);
+          continue;
+        }
+      }
+      const before = snapshotProcs();
       const result = await runLoadgen(
         {
           host: "127.0.0.1",
           port,
           connections: run.connections,
-          length: run.length,
+          length: workload ? 0 : run.length,
+          pipeline: run.pipeline,
+          table: workload?.table,
           threads: Math.min(placement.clientThreads, run.connections),
           warmupMs: settings.warmupMs,
           durationMs: settings.durationMs,
@@ -216,8 +273,12 @@ async function main(): Promise<number> {
         { signal: abort.signal, pollMs: 100, onProgress: (p) => draw(i, run, progressText(p)) },
       );
       if (abort.signal.aborted) break; // a partial run is not a sample
+      const around: Surroundings = {
+        loadAvg: { start: loadStart, end: loadAverage() },
+        competitors: competitors(before, snapshotProcs(), new Set([process.pid, server.pid])),
+      };
       if (result.connections > 0) clientIoUsed.add(result.io);
-      const sample = sampleFrom(run, result, peakRssMiB(server.pid), note);
+      const sample = sampleFrom(run, result, peakRssMiB(server.pid), note, around);
       samples.push(sample);
       const summary = sample.reqPerSec === null
         ? `failed: ${sample.failure}`
@@ -231,27 +292,33 @@ async function main(): Promise<number> {
   if (tty) process.stderr.write("\n");
 
   const order = targets.map((t) => t.name);
-  const cells = summarize(samples, order, settings.baseline);
+  const cells = summarize(samples, order, settings.baselines);
   const runSettings: RunSettings = {
+    workloads: settings.workloads,
     durationS: settings.durationMs / 1000,
     warmupS: settings.warmupMs / 1000,
     reps: settings.reps,
     lengths: settings.lengths,
-    connections: settings.connections,
+    connections: Object.fromEntries(settings.workloads.map((w) => [w, settings.connections[w]])),
+    pipelines: settings.pipelines,
+    keySpace: settings.keySpace,
+    valueSize: settings.valueSize,
     serverCpu: placement.serverCpu,
     clientCpus: placement.clientCpus,
     clientThreads: placement.clientThreads,
     clientIo: [...clientIoUsed].join(", ") || settings.clientIo,
     pinning: placement.pinning,
-    baseline: settings.baseline,
+    baselines: settings.baselines as Record<string, string>,
   };
+  const warnings = loadWarnings(cells, 1 + placement.clientThreads);
   const doc = benchDocument(
     machineInfo(),
     commandLine(argv),
     runSettings,
-    targets.map((t) => ({ name: t.name, command: t.display, skipped: skipped.get(t.name) ?? null })),
+    targets.map((t) => ({ name: t.name, workload: t.workload, command: t.display, skipped: skipped.get(t.name) ?? null })),
     cells,
     samples,
+    warnings,
   );
   const md = markdown(doc, cells);
   const out = resolve(root, settings.out);
@@ -260,6 +327,7 @@ async function main(): Promise<number> {
   writeFileSync(sidePath(out, "md"), md);
   writeFileSync(sidePath(out, "svg"), svgChart(cells, order.filter((n) => !skipped.has(n) || started.has(n))));
   process.stdout.write(md);
+  if (warnings.length > 0) process.stderr.write(`bench: warning: other load on the machine may have skewed ${warnings.length === 1 ? "a figure" : "figures"} (see Warnings)\n`);
   process.stderr.write(`bench: wrote ${out}, ${sidePath(out, "md")} and ${sidePath(out, "svg")}\n`);
   if (abort.signal.aborted) {
     process.stderr.write("bench: interrupted; the files hold the runs completed so far\n");

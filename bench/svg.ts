@@ -1,7 +1,8 @@
-// svg.ts — a hand-written SVG chart of the results: req/s (median) against connections, one line per
-// target with min–max bars, one panel per message length, categorical x axis (connection counts are
-// evenly spaced whatever their values), axis labels, gridlines and a legend.
-import type { Cell } from "./summary.ts";
+// svg.ts — hand-written SVG charts of the results, one per workload, stacked in one file: req/s
+// (median) against connections, one line per target with min–max bars, one panel per message length
+// (echo) or pipeline depth (resp-get, resp-set), categorical x axis (connection counts are evenly
+// spaced whatever their values), axis labels, gridlines and a legend.
+import type { Cell, RunWorkload } from "./summary.ts";
 
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f"];
 const W = 820;
@@ -27,7 +28,7 @@ function tickLabel(v: number): string {
   return String(+v.toFixed(2));
 }
 
-function panel(cells: Cell[], length: number, targets: string[], y0: number): string {
+function panel(cells: Cell[], title: string, targets: string[], y0: number): string {
   const xs = [...new Set(cells.map((c) => c.connections))].sort((a, b) => a - b);
   const maxRate = Math.max(0, ...cells.map((c) => c.reqPerSec?.max ?? 0));
   const { top, step } = niceAxis(maxRate * 1.05);
@@ -36,8 +37,7 @@ function panel(cells: Cell[], length: number, targets: string[], y0: number): st
   const px = (i: number) => M.left + (xs.length === 1 ? plotW / 2 : (plotW * (i + 0.5)) / xs.length);
   const py = (v: number) => y0 + M.top + plotH - (plotH * v) / top;
   const out: string[] = [];
-  out.push(`<text x="${W / 2}" y="${y0 + 26}" text-anchor="middle" font-size="16" font-weight="bold">` +
-    `Echo throughput vs connections (${length}-byte messages)</text>`);
+  out.push(`<text x="${W / 2}" y="${y0 + 26}" text-anchor="middle" font-size="16" font-weight="bold">${esc(title)}</text>`);
   for (let v = 0; v <= top + step / 2; v += step) {
     out.push(`<line x1="${M.left}" x2="${M.left + plotW}" y1="${py(v)}" y2="${py(v)}" stroke="#e5e5e5"/>`);
     out.push(`<text x="${M.left - 8}" y="${py(v) + 4}" text-anchor="end" font-size="12">${tickLabel(v)}</text>`);
@@ -50,7 +50,7 @@ function panel(cells: Cell[], length: number, targets: string[], y0: number): st
   out.push(`<text x="${M.left + plotW / 2}" y="${y0 + H - 16}" text-anchor="middle" font-size="13">connections (categorical axis)</text>`);
   const midY = y0 + M.top + plotH / 2;
   out.push(`<text x="20" y="${midY}" text-anchor="middle" font-size="13" transform="rotate(-90 20 ${midY})">` +
-    `verified round trips per second (median; bars: min–max)</text>`);
+    `verified replies per second (median; bars: min–max)</text>`);
   targets.forEach((target, ti) => {
     const color = COLORS[ti % COLORS.length]!;
     const points = xs
@@ -78,10 +78,31 @@ function panel(cells: Cell[], length: number, targets: string[], y0: number): st
   return out.join("\n");
 }
 
+interface Panel {
+  title: string;
+  cells: Cell[];
+  targets: string[];
+}
+
+/** One panel per length (echo) or pipeline depth (resp), workloads in order; targets per workload. */
 export function svgChart(cells: Cell[], targets: string[]): string {
-  const lengths = [...new Set(cells.map((c) => c.length))].sort((a, b) => a - b);
-  const height = H * Math.max(1, lengths.length);
-  const body = lengths.map((len, i) => panel(cells.filter((c) => c.length === len), len, targets, i * H)).join("\n");
+  const panels: Panel[] = [];
+  for (const workload of ["echo", "resp-get", "resp-set"] as RunWorkload[]) {
+    const these = cells.filter((c) => c.workload === workload);
+    const names = targets.filter((t) => these.some((c) => c.target === t));
+    if (workload === "echo") {
+      for (const len of [...new Set(these.map((c) => c.length))].sort((a, b) => a - b)) {
+        panels.push({ title: `Echo throughput vs connections (${len}-byte messages)`, cells: these.filter((c) => c.length === len), targets: names });
+      }
+    } else {
+      for (const p of [...new Set(these.map((c) => c.pipeline))].sort((a, b) => a - b)) {
+        const mine = these.filter((c) => c.pipeline === p);
+        panels.push({ title: `${workload} throughput vs connections (pipeline ${p}, ${mine[0]!.length}-byte values)`, cells: mine, targets: names });
+      }
+    }
+  }
+  const height = H * Math.max(1, panels.length);
+  const body = panels.map((p, i) => panel(p.cells, p.title, p.targets, i * H)).join("\n");
   return (
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${height}" viewBox="0 0 ${W} ${height}" ` +
     `font-family="Helvetica, Arial, sans-serif">\n<rect width="100%" height="100%" fill="white"/>\n${body}\n</svg>\n`

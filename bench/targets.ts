@@ -1,4 +1,5 @@
-// targets.ts — the servers under test and their processes: the built-in targets, --target parsing,
+// targets.ts — the servers under test and their processes: the built-in targets (echo servers, and
+// RESP servers: a small one on Bun.listen and a real redis-server when installed), --target parsing,
 // starting one server process (fd limit raised to the hard limit, pinned to the server CPU with
 // taskset, wrapped so that the spawned pid *is* the server), waiting until it accepts a connection,
 // and stopping it (SIGTERM, then SIGKILL after a grace period).
@@ -9,12 +10,26 @@ import { resolve } from "node:path";
 
 const root = resolve(import.meta.dir, "..");
 
-export const BUILTIN_NAMES = ["bunring-uring", "bunring-epoll", "bun-listen", "node-net"] as const;
+/** What a target speaks: echo, or RESP (the bench's resp workload runs resp-get and resp-set on it). */
+export const WORKLOAD_FAMILIES = ["echo", "resp"] as const;
+export type WorkloadFamily = (typeof WORKLOAD_FAMILIES)[number];
+
+export const BUILTIN_NAMES = ["bunring-uring", "bunring-epoll", "bun-listen", "node-net", "resp-bun-listen", "resp-redis-server"] as const;
+export type BuiltinName = (typeof BUILTIN_NAMES)[number];
+export const BUILTIN_WORKLOAD: Record<BuiltinName, WorkloadFamily> = {
+  "bunring-uring": "echo",
+  "bunring-epoll": "echo",
+  "bun-listen": "echo",
+  "node-net": "echo",
+  "resp-bun-listen": "resp",
+  "resp-redis-server": "resp",
+};
 
 export interface ExternalTarget {
   name: string;
   command: string;
   port: number;
+  workload: WorkloadFamily;
 }
 
 /** How a server is pinned to its CPU: taskset around the process, or bunring's own --cpu (loops only). */
@@ -22,6 +37,7 @@ export type Pinning = "taskset" | "cli" | "none";
 
 export interface Target {
   name: string;
+  workload: WorkloadFamily;
   /** For the report: the command as a person would type it (PORT stands for the port). */
   display: string;
   /** A fixed port (external targets), or null: a free port is picked for every run. */
@@ -40,14 +56,16 @@ export function parseTargetFlag(raw: string, UsageError: new (m: string) => Erro
       `--target must be NAME=COMMAND@PORT (NAME of letters, digits, . _ -; PORT 1..65535), got ${JSON.stringify(raw)}`,
     );
   }
-  return { name: m[1]!, command: m[2]!.trim(), port };
+  return { name: m[1]!, command: m[2]!.trim(), port, workload: "echo" };
 }
 
 export function builtinTargets(): Target[] {
   const bun = process.execPath;
   const node = Bun.which("node");
+  const redis = Bun.which("redis-server");
   const bunring = (backend: string): Target => ({
     name: `bunring-${backend}`,
+    workload: "echo",
     display: `bun src/cli.ts --backend ${backend} --port PORT`,
     fixedPort: null,
     argv: (port, cpu) => [
@@ -68,6 +86,7 @@ export function builtinTargets(): Target[] {
     bunring("epoll"),
     {
       name: "bun-listen",
+      workload: "echo",
       display: "bun bench/servers/bun-listen.ts --port PORT",
       fixedPort: null,
       argv: (port) => [bun, resolve(root, "bench/servers/bun-listen.ts"), "--port", String(port)],
@@ -75,10 +94,41 @@ export function builtinTargets(): Target[] {
     },
     {
       name: "node-net",
+      workload: "echo",
       display: "node bench/servers/node-net.mjs --port PORT",
       fixedPort: null,
       argv: (port) => [node ?? "node", resolve(root, "bench/servers/node-net.mjs"), "--port", String(port)],
       unavailable: node ? null : "`node` is not on PATH",
+    },
+    {
+      name: "resp-bun-listen",
+      workload: "resp",
+      display: "bun bench/servers/resp-bun-listen.ts --port PORT",
+      fixedPort: null,
+      argv: (port) => [bun, resolve(root, "bench/servers/resp-bun-listen.ts"), "--port", String(port)],
+      unavailable: null,
+    },
+    {
+      name: "resp-redis-server",
+      workload: "resp",
+      display: "redis-server --port PORT --bind 127.0.0.1 --save '' --appendonly no",
+      fixedPort: null,
+      argv: (port) => [
+        redis ?? "redis-server",
+        "--port",
+        String(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--protected-mode",
+        "no",
+        "--daemonize",
+        "no",
+      ],
+      unavailable: redis ? null : "`redis-server` is not installed (Debian/Ubuntu: apt-get install redis-server)",
     },
   ];
 }
@@ -86,6 +136,7 @@ export function builtinTargets(): Target[] {
 export function externalTarget(t: ExternalTarget): Target {
   return {
     name: t.name,
+    workload: t.workload,
     display: t.command,
     fixedPort: t.port,
     argv: () => ["sh", "-c", `exec ${t.command}`],

@@ -6,7 +6,7 @@
 // with `await Bun.sleep` (the native threads do the work, the JS thread stays free), reports
 // progress, enforces a hard deadline and returns the result. The library is opened on first use, so
 // importing this module (for LOADGEN_LIMITS, say) needs no build.
-import { FFIType, type Pointer } from "bun:ffi";
+import { FFIType, ptr, type Pointer } from "bun:ffi";
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { cStringAt, openLibrary } from "./loader.ts";
@@ -20,10 +20,17 @@ export const LOADGEN_LIMITS = {
   maxDurationMs: 3_600_000,
   maxConnectTimeoutMs: 60_000,
   maxCpus: 256,
+  maxPipeline: 1024,
+  /** connections × pipeline, at most. */
+  maxSlots: 1 << 22,
+  /** Entries of a request table. */
+  maxEntries: 1 << 22,
+  /** Bytes of each of the request and reply tables. */
+  maxTableBytes: 256 << 20,
 } as const;
 
 /** The ABI version this binding speaks (BUNRING_LOADGEN_ABI_VERSION). */
-const ABI_VERSION = 1;
+const ABI_VERSION = 2;
 const LIB_NAME = "libbunring_loadgen.so";
 const SOURCE_DIR = resolve(import.meta.dir, "..", "bench", "loadgen");
 const BUILD_HINT =
@@ -89,6 +96,13 @@ function open() {
     flags: "u32",
     cpuCount: "u32",
     cpus: { bytes: 4 * LOADGEN_LIMITS.maxCpus },
+    pipeline: "u32",
+    requestLen: "u32",
+    requestCount: "u32",
+    replyLen: "u32",
+    replyCount: "u32",
+    requests: "u64",
+    replies: "u64",
   });
   const progress = lib.struct("bunring_loadgen_progress", {
     phase: "u32",
@@ -108,6 +122,7 @@ function open() {
     connectErrors: "u64",
     mismatches: "u64",
     shortReads: "u64",
+    extras: "u64",
     ioErrors: "u64",
     requests: "u64",
     responses: "u64",
@@ -142,13 +157,31 @@ function native(): Native {
   return loaded;
 }
 
+/**
+ * A request/reply workload: `count` requests of `requestLen` bytes each, laid end to end in
+ * `requests`, and their replies (`replyLen` bytes each) in `replies`, which holds either one reply
+ * (every request gets the same) or `count`. Request s of connection i is entry
+ * (i + s × connections) % count: each connection cycles through its share. The library copies both
+ * tables when the run starts.
+ */
+export interface LoadgenTable {
+  requests: Uint8Array;
+  requestLen: number;
+  replies: Uint8Array;
+  replyLen: number;
+}
+
 export interface LoadgenOptions {
   /** IPv4 or IPv6 literal. */
   host: string;
   port: number;
   connections: number;
-  /** Bytes per message. */
+  /** Echo workload: bytes per message (ignored with `table`). */
   length: number;
+  /** Requests in flight per connection (default 1); replies are matched in order. */
+  pipeline?: number;
+  /** The request/reply table; absent: the echo workload. */
+  table?: LoadgenTable;
   /** Worker threads (each with its own io_uring or epoll); at most one per connection. */
   threads: number;
   warmupMs: number;
@@ -192,10 +225,12 @@ export interface LoadgenResult {
   connectErrors: number;
   mismatches: number;
   shortReads: number;
+  /** Connections that received bytes while no request was outstanding. */
+  extras: number;
   ioErrors: number;
-  /** Messages fully written inside the measured interval. */
+  /** Requests fully written inside the measured interval. */
   requests: number;
-  /** Round trips completed and verified inside the measured interval. */
+  /** Replies completed and verified inside the measured interval. */
   responses: number;
   responsesTotal: number;
   bytesVerified: number;
@@ -243,6 +278,26 @@ function encodeConfig(at: Native["config"], o: LoadgenOptions): Uint8Array {
   const cpus = o.cpus.slice(0, LOADGEN_LIMITS.maxCpus);
   u32(at.cpuCount, cpus.length);
   cpus.forEach((cpu, i) => view.setInt32(at.cpus + 4 * i, cpu, true));
+  u32(at.pipeline, o.pipeline ?? 1);
+  const t = o.table;
+  if (t) {
+    const whole = (n: number, len: number) => len > 0 && n > 0 && n % len === 0 ? n / len : 0;
+    const count = whole(t.requests.length, t.requestLen);
+    const replies = whole(t.replies.length, t.replyLen);
+    if (count === 0 || (replies !== 1 && replies !== count)) {
+      throw new Error(
+        `bunring loadgen: the table holds ${t.requests.length} request bytes of ${t.requestLen} each and ` +
+          `${t.replies.length} reply bytes of ${t.replyLen} each; it needs whole requests and 1 or as many replies`,
+      );
+    }
+    u32(at.requestLen, t.requestLen);
+    u32(at.requestCount, count);
+    u32(at.replyLen, t.replyLen);
+    u32(at.replyCount, replies);
+    // Read by start() only, which copies the tables: the arrays need to live until it returns.
+    view.setBigUint64(at.requests, BigInt(ptr(t.requests)), true);
+    view.setBigUint64(at.replies, BigInt(ptr(t.replies)), true);
+  }
   return bytes;
 }
 
@@ -269,6 +324,7 @@ function decodeResult(at: Native["result"], bytes: Uint8Array): LoadgenResult {
     connectErrors: u64(at.connectErrors),
     mismatches: u64(at.mismatches),
     shortReads: u64(at.shortReads),
+    extras: u64(at.extras),
     ioErrors: u64(at.ioErrors),
     requests,
     responses,

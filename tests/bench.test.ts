@@ -1,6 +1,8 @@
 // bench.test.ts — `bun run bench` end to end on a tiny matrix: it starts each target as its own
 // server process, runs the load generator against it, and writes the JSON document (in the shape
 // the README promises), the Markdown table and the SVG chart; bad flags exit 2 with one line.
+// A tiny --workload resp run (resp-bun-listen, and resp-redis-server when installed) writes the same
+// documents with a workload and pipeline per entry, one table per workload, and the machine's load.
 // Speed is not asserted here: that is what the benchmark itself reports.
 import { afterAll, describe, expect, it, setDefaultTimeout } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -16,9 +18,16 @@ const dir = mkdtempSync(join(tmpdir(), "bunring-bench-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 interface RunEntry {
+  workload: string;
   target: string;
   connections: number;
   length: number;
+  pipeline: number;
+  clientCpuPct: number | null;
+  serverCpuPct: number | null;
+  loadAvg: { start: number | null; end: number | null };
+  competitors: { pid: number; comm: string; cpuPct: number }[];
+  vsBaseline: { baseline: string; reqPerSec: number | null };
   reqPerSec: { median: number; min: number; max: number };
   serverCpuUsPerReq: number | null;
   latencyUs: { p50: number; p90: number; p99: number; p999: number; max: number };
@@ -36,7 +45,7 @@ describe("bun run bench on a tiny matrix", () => {
 
   it("exits 0 and writes JSON with one entry per target × connections, every one measured without errors", async () => {
     const r = await result;
-    expect({ code: r.code, stderr: r.stderr.split("\n").filter((l) => l.startsWith("bench:") && !l.includes("wrote")) })
+    expect({ code: r.code, stderr: r.stderr.split("\n").filter((l) => l.startsWith("bench:") && !l.includes("wrote") && !l.startsWith("bench: warning:")) })
       .toEqual({ code: 0, stderr: [] });
     const doc = JSON.parse(readFileSync(out, "utf8"));
     expect(doc.command).toStartWith("bun run bench -- --targets");
@@ -46,6 +55,9 @@ describe("bun run bench on a tiny matrix", () => {
       targets.flatMap((t) => [`${t}@1`, `${t}@8`]).sort(),
     );
     for (const e of runs) {
+      expect(e.workload).toBe("echo");
+      expect(e.pipeline).toBe(1);
+      expect(e.vsBaseline.baseline).toBe("bun-listen");
       expect(e.length).toBe(512);
       expect(e.errors).toBe(0);
       expect(e.reqPerSec.min).toBeGreaterThan(0);
@@ -68,6 +80,48 @@ describe("bun run bench on a tiny matrix", () => {
   });
 });
 
+describe("bun run bench --workload resp on a tiny matrix", () => {
+  const out = join(dir, "resp.json");
+  const redis = Bun.which("redis-server") !== null;
+  const targets = ["resp-bun-listen", ...(redis ? ["resp-redis-server"] : [])];
+  const result = bench(
+    ["--workload", "resp", "--targets", targets.join(","), "--connections", "1,4", "--pipeline", "1,4", "--reps", "1", "--duration", "0.3", "--warmup", "0", "--key-space", "20", "--out", out],
+    100_000,
+  );
+
+  it(`exits 0; one entry per workload × target × connections × pipeline, zero errors (${redis ? "with" : "without: not installed,"} redis-server)`, async () => {
+    const r = await result;
+    expect({ code: r.code, stderr: r.stderr.split("\n").filter((l) => l.startsWith("bench:") && !l.includes("wrote") && !l.startsWith("bench: warning:")) })
+      .toEqual({ code: 0, stderr: [] });
+    const doc = JSON.parse(readFileSync(out, "utf8"));
+    expect(doc.settings).toMatchObject({ workloads: ["resp"], pipelines: [1, 4], keySpace: 20, baselines: { resp: "resp-bun-listen" } });
+    expect(doc.targets.map((t: { name: string; workload: string }) => `${t.name}:${t.workload}`)).toEqual(targets.map((t) => `${t}:resp`));
+    expect(Array.isArray(doc.warnings)).toBe(true);
+    const runs = doc.runs as RunEntry[];
+    const keys = runs.map((e) => `${e.workload}/${e.target}@${e.connections}/P${e.pipeline}`).sort();
+    const want = ["resp-get", "resp-set"].flatMap((w) => targets.flatMap((t) => [1, 4].flatMap((c) => [1, 4].map((p) => `${w}/${t}@${c}/P${p}`))));
+    expect(keys).toEqual(want.sort());
+    for (const e of runs) {
+      expect(e.errors).toBe(0);
+      expect(e.reqPerSec.min).toBeGreaterThan(0);
+      expect(e.vsBaseline.baseline).toBe("resp-bun-listen");
+      if (e.target === "resp-bun-listen") expect(e.vsBaseline.reqPerSec).toBe(1);
+      expect(e.clientCpuPct).toBeGreaterThan(0);
+      expect(e.serverCpuPct).toBeGreaterThan(0);
+      expect(e.loadAvg.start).toBeGreaterThanOrEqual(0);
+      expect(e.loadAvg.end).toBeGreaterThanOrEqual(0);
+      expect(Array.isArray(e.competitors)).toBe(true);
+    }
+    const md = readFileSync(join(dir, "resp.md"), "utf8");
+    expect(md).toMatch(/^## resp-get /m);
+    expect(md).toMatch(/^## resp-set /m);
+    expect(md).toMatch(/^\| resp-bun-listen \| 4 \| 4 \|/m);
+    const svg = readFileSync(join(dir, "resp.svg"), "utf8");
+    expect(svg).toContain("resp-get throughput");
+    expect(svg).toContain("resp-set throughput");
+  });
+});
+
 describe("bench usage errors exit 2 with one line naming the flag", () => {
   const cases: [string, string[]][] = [
     ["--reps", ["--reps", "0"]],
@@ -76,6 +130,13 @@ describe("bench usage errors exit 2 with one line naming the flag", () => {
     ["--client-io", ["--client-io", "kqueue"]],
     ["--duration", ["--duration", "-2"]],
     ["--bogus", ["--bogus"]],
+    ["--workload", ["--workload", "memcached"]],
+    ["--pipeline", ["--workload", "resp", "--pipeline", "0"]],
+    ["--target-workload", ["--target-workload", "nope=resp"]],
+    ["--target-workload", ["--target", "x=true@9", "--target-workload", "x=http"]],
+    ["--targets", ["--targets", "resp-redis-server"]],
+    ["--baseline", ["--workload", "resp", "--baseline", "resp=bun-listen"]],
+    ["--workload", ["--workload", "resp", "--targets", "bun-listen"]],
   ];
   for (const [flag, args] of cases) {
     it(args.join(" "), async () => {

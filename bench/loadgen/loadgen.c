@@ -4,23 +4,24 @@
  * measures: one JS thread cannot drive hundreds of thousands of verified round trips per second
  * without becoming the bottleneck.
  *
- * Workload (rust_echo_bench's): N connections; each writes a `length`-byte message, reads exactly
- * `length` bytes back, compares them byte for byte with what it wrote, and repeats (messages and
- * verification: loadgen_core.c). A mismatch or EOF before the whole echo closes that connection and
- * is counted.
+ * Workload: N connections; each keeps up to `pipeline` requests in flight and verifies every reply
+ * byte for byte as it arrives, in order (requests, window and verification: loadgen_core.c). The
+ * default is rust_echo_bench's echo (`length`-byte messages that must come back unchanged); a
+ * request/reply table (e.g. RESP commands and their replies) replaces it. A mismatch, bytes that
+ * arrive with no request outstanding, or EOF from the server closes that connection and is counted.
  *
  * Threads: W workers and one runner. Each worker (pinned when asked) opens its connections
  * (loadgen_epoll.c's connect phase), then carries the traffic on its own io_uring (loadgen_uring.c)
  * or, where the ring cannot be set up or epoll was asked for, on its epoll set (loadgen_epoll.c).
  * The runner sequences the phases: connect (bounded by a timeout) -> warm-up -> measured interval ->
  * drain. The interval's edges are absolute CLOCK_MONOTONIC times fixed before the first message is
- * sent, so each worker classifies every round trip by its own completion timestamp: exactly those
+ * sent, so each worker classifies every reply by its own completion timestamp: exactly those
  * completed inside [start, end) count, and rates divide by end - start. At each edge the runner
  * samples the server's CPU time (process CPU clock in ns, and utime+stime from /proc/<pid>/stat) and
  * the workers' CPU.
  *
- * Everything is allocated in start(): connection tables, pattern blocks, receive scratch, io_uring
- * buffers and the latency histograms. Nothing is allocated per request. No exit/abort: start()
+ * Everything is allocated in start(): connection tables, request slots, the copies of the
+ * request/reply tables, pattern blocks, receive scratch, io_uring buffers and the latency histograms. Nothing is allocated per request. No exit/abort: start()
  * returns -errno plus a message; the run reports its status and message in the result. This file
  * calls the two traffic loops and the core; none of them calls back into it.
  */
@@ -218,6 +219,7 @@ static void collect(struct bunring_loadgen *lg)
         r->connect_errors += w->c.connect_errors;
         r->mismatches += w->c.mismatches;
         r->short_reads += w->c.short_reads;
+        r->extras += w->c.extras;
         r->io_errors += w->c.io_errors;
         r->requests += w->c.requests;
         r->responses += w->c.responses;
@@ -334,8 +336,34 @@ static int lg_check_config(const struct bunring_loadgen_config *cfg, const char 
     if (cfg->connections < 1 || cfg->connections > BUNRING_LOADGEN_MAX_CONNECTIONS)
         return lg_error(err, -EINVAL, "connections %u is outside 1..%u", cfg->connections,
                         BUNRING_LOADGEN_MAX_CONNECTIONS), -EINVAL;
-    if (cfg->length < 1 || cfg->length > BUNRING_LOADGEN_MAX_LENGTH)
+    if (cfg->request_len == 0 && (cfg->length < 1 || cfg->length > BUNRING_LOADGEN_MAX_LENGTH))
         return lg_error(err, -EINVAL, "length %u is outside 1..%u", cfg->length, BUNRING_LOADGEN_MAX_LENGTH), -EINVAL;
+    uint32_t pipeline = cfg->pipeline ? cfg->pipeline : 1;
+    if (pipeline > BUNRING_LOADGEN_MAX_PIPELINE)
+        return lg_error(err, -EINVAL, "pipeline %u is outside 1..%u", cfg->pipeline, BUNRING_LOADGEN_MAX_PIPELINE), -EINVAL;
+    if ((uint64_t)pipeline * cfg->connections > BUNRING_LOADGEN_MAX_SLOTS)
+        return lg_error(err, -EINVAL, "connections x pipeline = %llu is more than %u",
+                        (unsigned long long)pipeline * cfg->connections, BUNRING_LOADGEN_MAX_SLOTS), -EINVAL;
+    if (cfg->request_len == 0) {
+        if (cfg->request_count || cfg->reply_len || cfg->reply_count || cfg->requests || cfg->replies)
+            return lg_error(err, -EINVAL, "request_len is 0 (echo) but other request/reply table fields are set"), -EINVAL;
+    } else {
+        if (cfg->request_len > BUNRING_LOADGEN_MAX_LENGTH || cfg->reply_len < 1 || cfg->reply_len > BUNRING_LOADGEN_MAX_LENGTH)
+            return lg_error(err, -EINVAL, "request_len %u and reply_len %u must be 1..%u", cfg->request_len, cfg->reply_len,
+                            BUNRING_LOADGEN_MAX_LENGTH), -EINVAL;
+        if (cfg->request_count < 1 || cfg->request_count > BUNRING_LOADGEN_MAX_ENTRIES)
+            return lg_error(err, -EINVAL, "request_count %u is outside 1..%u", cfg->request_count,
+                            BUNRING_LOADGEN_MAX_ENTRIES), -EINVAL;
+        if (cfg->reply_count != 1 && cfg->reply_count != cfg->request_count)
+            return lg_error(err, -EINVAL, "reply_count %u must be 1 or request_count (%u)", cfg->reply_count,
+                            cfg->request_count), -EINVAL;
+        if ((uint64_t)cfg->request_len * cfg->request_count > BUNRING_LOADGEN_MAX_TABLE_BYTES ||
+            (uint64_t)cfg->reply_len * cfg->reply_count > BUNRING_LOADGEN_MAX_TABLE_BYTES)
+            return lg_error(err, -EINVAL, "the request or reply table is larger than %u bytes",
+                            BUNRING_LOADGEN_MAX_TABLE_BYTES), -EINVAL;
+        if (!cfg->requests || !cfg->replies)
+            return lg_error(err, -EINVAL, "requests and replies must point at the tables"), -EINVAL;
+    }
     uint32_t max_threads = cfg->connections < BUNRING_LOADGEN_MAX_THREADS ? cfg->connections : BUNRING_LOADGEN_MAX_THREADS;
     if (cfg->threads < 1 || cfg->threads > max_threads)
         return lg_error(err, -EINVAL, "threads %u is outside 1..%u (at most one per connection)", cfg->threads,
@@ -405,12 +433,16 @@ static void release(struct bunring_loadgen *lg)
             close(w->epfd);
         free(w->conns);
         free(w->pattern);
+        free(w->starts);
+        free(w->echo);
         free(w->scratch);
         free(w->hist);
         lg_uring_free(w);
     }
     free(lg->workers);
     free(lg->hist);
+    free(lg->requests);
+    free(lg->replies);
     pthread_cond_destroy(&lg->cond);
     pthread_mutex_destroy(&lg->mu);
     free(lg);
@@ -447,22 +479,25 @@ static int setup_worker(struct bunring_loadgen *lg, const struct bunring_loadgen
         int e = errno;
         return lg_error(err, -e, "epoll_create1 failed: %s", strerror(e)), -e;
     }
+    size_t slots = (size_t)w->nconns * lg->pipeline;
     w->conns = calloc(w->nconns, sizeof *w->conns);
-    w->pattern = malloc((size_t)lg->length + LG_PATTERN_SPAN);
+    w->pattern = lg->echo ? malloc((size_t)lg->length + LG_PATTERN_SPAN) : NULL;
+    w->starts = calloc(slots, sizeof *w->starts);
+    w->echo = lg->echo ? calloc(slots, sizeof *w->echo) : NULL;
     w->scratch = malloc(LG_SCRATCH_LEN);
     w->hist = calloc(LG_HIST_BUCKETS, sizeof *w->hist);
-    if (!w->conns || !w->pattern || !w->scratch || !w->hist)
-        return lg_error(err, -ENOMEM, "out of memory for worker %u (%u connections, %u-byte messages)", i, w->nconns,
-                        lg->length), -ENOMEM;
+    if (!w->conns || (lg->echo && (!w->pattern || !w->echo)) || !w->starts || !w->scratch || !w->hist)
+        return lg_error(err, -ENOMEM, "out of memory for worker %u (%u connections, pipeline %u, %u-byte requests)", i,
+                        w->nconns, lg->pipeline, lg->request_len), -ENOMEM;
     if (!(lg->flags & BUNRING_LOADGEN_FLAG_EPOLL) && lg_uring_alloc(w) != 0)
-        return lg_error(err, -ENOMEM, "out of memory for worker %u's io_uring buffers (%u connections, %u-byte messages)",
-                        i, w->nconns, lg->length), -ENOMEM;
+        return lg_error(err, -ENOMEM, "out of memory for worker %u's io_uring buffers (%u connections, pipeline %u, %u-byte replies)",
+                        i, w->nconns, lg->pipeline, lg->reply_len), -ENOMEM;
     for (uint32_t k = 0; k < w->nconns; k++) {
         w->conns[k].fd = -1;
         w->conns[k].index = first + k;
     }
     uint64_t seed = lg_mix64(0x6c6f616467656eull ^ i);
-    for (size_t k = 0; k < (size_t)lg->length + LG_PATTERN_SPAN; k += 8) {
+    for (size_t k = 0; lg->echo && k < (size_t)lg->length + LG_PATTERN_SPAN; k += 8) {
         seed = lg_mix64(seed);
         size_t n = (size_t)lg->length + LG_PATTERN_SPAN - k < 8 ? (size_t)lg->length + LG_PATTERN_SPAN - k : 8;
         memcpy(w->pattern + k, &seed, n);
@@ -504,8 +539,30 @@ bunring_loadgen *bunring_loadgen_start(const struct bunring_loadgen_config *cfg,
     }
     pthread_mutex_init(&lg->mu, NULL);
     pthread_cond_init(&lg->cond, NULL);
-    lg->length = cfg->length;
-    lg->hdr_len = cfg->length < LG_HEADER_LEN ? cfg->length : LG_HEADER_LEN;
+    lg->echo = cfg->request_len == 0;
+    lg->pipeline = cfg->pipeline ? cfg->pipeline : 1;
+    lg->connections = cfg->connections;
+    if (lg->echo) {
+        lg->length = cfg->length;
+        lg->hdr_len = cfg->length < LG_HEADER_LEN ? cfg->length : LG_HEADER_LEN;
+        lg->request_len = lg->reply_len = cfg->length;
+    } else {
+        lg->request_len = cfg->request_len;
+        lg->reply_len = cfg->reply_len;
+        lg->request_count = cfg->request_count;
+        lg->reply_count = cfg->reply_count;
+        lg->entry_step = cfg->connections % cfg->request_count;
+        size_t rq = (size_t)cfg->request_len * cfg->request_count, rp = (size_t)cfg->reply_len * cfg->reply_count;
+        lg->requests = malloc(rq);
+        lg->replies = malloc(rp);
+        if (!lg->requests || !lg->replies) {
+            lg_error(err, -ENOMEM, "out of memory for the request and reply tables (%zu + %zu bytes)", rq, rp);
+            release(lg);
+            return NULL;
+        }
+        memcpy(lg->requests, (const void *)(uintptr_t)cfg->requests, rq);
+        memcpy(lg->replies, (const void *)(uintptr_t)cfg->replies, rp);
+    }
     lg->connect_timeout_ms = cfg->connect_timeout_ms;
     lg->flags = cfg->flags;
     lg->warmup_ns = (uint64_t)cfg->warmup_ms * LG_NS_PER_MS;

@@ -7,13 +7,17 @@
  * changes without touching the other's ABI. Everything here is prefixed bunring_loadgen_ /
  * BUNRING_LOADGEN_ for that reason.
  *
- * The benchmark client: rust_echo_bench's workload (N connections; each sends `length` bytes, reads
- * exactly `length` bytes back, compares them byte for byte, repeats) on worker threads the library
- * creates, each with its own io_uring (epoll where the ring cannot be set up, or when asked) and
- * optionally pinned to a CPU. Phases: connect (bounded by a timeout) -> warm-up -> measured interval
- * -> drain. Only round trips completed inside the measured interval count, divided by its exact
- * length. When server_pid is set, the server's CPU time is sampled at the two edges of that interval,
- * so CPU per request covers exactly the requests counted. TS calls start, polls progress until done
+ * The benchmark client: N connections, each sending requests and verifying the replies byte for
+ * byte as they stream in, on worker threads the library creates, each with its own io_uring (epoll
+ * where the ring cannot be set up, or when asked) and optionally pinned to a CPU. The workload is
+ * either rust_echo_bench's echo (the default: each request is `length` bytes that differ per
+ * connection and per round, and the reply must be the same bytes) or a request/reply table given by
+ * the caller (request_len > 0: e.g. RESP commands and the replies they must get). Up to `pipeline`
+ * requests are in flight per connection; replies are matched to requests in order. Phases:
+ * connect (bounded by a timeout) -> warm-up -> measured interval -> drain. Only replies completed
+ * inside the measured interval count, divided by its exact length. When server_pid is set, the
+ * server's CPU time is sampled at the two edges of that interval, so CPU per request covers exactly
+ * the requests counted. TS calls start, polls progress until done
  * (never blocks), reads the result and frees. No function here exits or aborts: failures come back
  * as a negative errno plus a message.
  *
@@ -29,7 +33,7 @@
 #define BUNRING_LOADGEN_API __attribute__((visibility("default")))
 
 /* Bumped on any change to the structs or functions below; ffi/loadgen.ts checks it at load time. */
-#define BUNRING_LOADGEN_ABI_VERSION 1u
+#define BUNRING_LOADGEN_ABI_VERSION 2u
 
 #define BUNRING_LOADGEN_MAX_CONNECTIONS 100000u
 #define BUNRING_LOADGEN_MAX_LENGTH (1u << 20)
@@ -38,11 +42,15 @@
 #define BUNRING_LOADGEN_MAX_DURATION_MS 3600000u
 #define BUNRING_LOADGEN_MAX_CONNECT_TIMEOUT_MS 60000u
 #define BUNRING_LOADGEN_MAX_CPUS 256u
+#define BUNRING_LOADGEN_MAX_PIPELINE 1024u
+#define BUNRING_LOADGEN_MAX_SLOTS (1u << 22)       /* connections x pipeline, at most */
+#define BUNRING_LOADGEN_MAX_ENTRIES (1u << 22)     /* request table entries */
+#define BUNRING_LOADGEN_MAX_TABLE_BYTES (256u << 20) /* each of the request and reply tables */
 
 struct bunring_loadgen_config {
     uint32_t port;               /* 1..65535 */
     uint32_t connections;        /* 1..BUNRING_LOADGEN_MAX_CONNECTIONS */
-    uint32_t length;             /* bytes per message, 1..BUNRING_LOADGEN_MAX_LENGTH */
+    uint32_t length;             /* echo: bytes per message, 1..BUNRING_LOADGEN_MAX_LENGTH; ignored when request_len > 0 */
     uint32_t threads;            /* worker threads, 1..min(BUNRING_LOADGEN_MAX_THREADS, connections) */
     uint32_t warmup_ms;          /* traffic before the measured interval, 0..MAX_WARMUP_MS */
     uint32_t duration_ms;        /* the measured interval, 1..MAX_DURATION_MS (the hard cap) */
@@ -51,6 +59,19 @@ struct bunring_loadgen_config {
     uint32_t flags;              /* BUNRING_LOADGEN_FLAG_* */
     uint32_t cpu_count;          /* entries used in cpus[]; 0 = no pinning */
     int32_t cpus[BUNRING_LOADGEN_MAX_CPUS]; /* worker i runs on cpus[i % cpu_count] */
+    uint32_t pipeline;           /* requests in flight per connection, 1..MAX_PIPELINE (0 means 1);
+                                  * connections x pipeline <= MAX_SLOTS */
+    /* The request/reply table (all zero: the echo workload). Request s of connection i (s = 0, 1, ...)
+     * is entry e = (i + s * connections) % request_count of `requests` (request_len bytes each), and
+     * its reply must be entry e % reply_count of `replies` (reply_len bytes each): each connection
+     * cycles through its share of the entries. reply_count is 1 (one reply for every request) or
+     * request_count. start() copies both tables, so they need to live only until it returns. */
+    uint32_t request_len;        /* 0 = echo; else 1..MAX_LENGTH */
+    uint32_t request_count;      /* 1..MAX_ENTRIES; request_len x request_count <= MAX_TABLE_BYTES */
+    uint32_t reply_len;          /* 1..MAX_LENGTH */
+    uint32_t reply_count;        /* 1 or request_count; reply_len x reply_count <= MAX_TABLE_BYTES */
+    uint64_t requests;           /* address of the request table */
+    uint64_t replies;            /* address of the reply table */
 };
 
 /* Traffic on epoll even where io_uring works (to compare the two, or to rule the ring out). */
@@ -76,9 +97,9 @@ struct bunring_loadgen_progress {
     uint32_t done;            /* 1 once the result is ready */
     uint64_t connections;     /* established so far */
     uint64_t connect_errors;
-    uint64_t errors;          /* mismatches + short reads + I/O errors */
-    uint64_t responses_total; /* round trips completed in any phase */
-    uint64_t responses;       /* round trips completed inside the measured interval so far */
+    uint64_t errors;          /* mismatches + short reads + extras + I/O errors */
+    uint64_t responses_total; /* replies completed in any phase */
+    uint64_t responses;       /* replies completed inside the measured interval so far */
     uint64_t now_ns;          /* CLOCK_MONOTONIC now */
     uint64_t start_ns;        /* measured interval [start_ns, end_ns); 0 until the connect phase ends */
     uint64_t end_ns;
@@ -88,16 +109,17 @@ struct bunring_loadgen_result {
     int32_t status;           /* 0 = ran to the end; else -errno (message says why) */
     uint32_t connections;     /* established */
     uint64_t connect_errors;  /* failed or timed-out connects */
-    uint64_t mismatches;      /* echoed bytes that differ from the bytes sent */
-    uint64_t short_reads;     /* EOF before the whole echo came back */
+    uint64_t mismatches;      /* replies with a byte that differs from the expected reply */
+    uint64_t short_reads;     /* EOF from the server before the run was done with the connection */
+    uint64_t extras;          /* bytes that arrived while no request was outstanding */
     uint64_t io_errors;       /* reset, broken pipe, other socket errors */
-    uint64_t requests;        /* messages fully written inside the interval */
-    uint64_t responses;       /* round trips completed (and verified) inside the interval */
-    uint64_t responses_total; /* round trips completed in any phase */
-    uint64_t bytes_verified;  /* echoed bytes compared equal, all phases */
+    uint64_t requests;        /* requests fully written inside the interval */
+    uint64_t responses;       /* replies completed (and verified) inside the interval */
+    uint64_t responses_total; /* replies completed in any phase */
+    uint64_t bytes_verified;  /* reply bytes compared equal, all phases */
     uint64_t elapsed_ns;      /* length of the measured interval */
     uint64_t connect_ns;      /* how long the connect phase took */
-    uint64_t latency_min_ns;  /* round-trip latency over the interval's responses */
+    uint64_t latency_min_ns;  /* per request, its send to its whole reply, over the interval's responses */
     uint64_t latency_mean_ns;
     uint64_t latency_p50_ns;  /* percentiles: log-linear histogram, <= 0.4% error */
     uint64_t latency_p90_ns;

@@ -2,10 +2,10 @@
  * loadgen_epoll.c — the load generator's connect phase and its epoll traffic loop. Every connection
  * is opened here, on the worker's epoll set (non-blocking connects, at most LG_CONNECT_WINDOW in
  * flight, bounded by the connect timeout), whichever loop then carries the traffic; the epoll loop
- * (level-triggered, a sendmsg and a recv per round trip) is the one used with
- * BUNRING_LOADGEN_FLAG_EPOLL or where the kernel refuses io_uring. Message contents, verification
- * and accounting come from loadgen_core.c, so both loops measure the same thing; nothing here calls
- * the io_uring loop or the runner.
+ * (level-triggered; a recv for whatever arrived, then one sendmsg for every request the window
+ * allows) is the one used with BUNRING_LOADGEN_FLAG_EPOLL or where the kernel refuses io_uring.
+ * Request contents, the window, verification and accounting come from loadgen_core.c, so both loops
+ * measure the same thing; nothing here calls the io_uring loop or the runner.
  */
 #include "loadgen_internal.h"
 
@@ -127,87 +127,65 @@ void lg_epoll_connect(struct lg_worker *w)
 
 /* ---- epoll traffic loop ---- */
 
-/* Writes what is left of the current message. t: a timestamp to count the request by, or 0 to read
- * the clock if the message completes. Returns false if the connection was closed. */
-static bool lg_conn_send(struct lg_worker *w, struct lg_conn *c, uint64_t t)
+static bool set_want_out(struct lg_worker *w, struct lg_conn *c, bool on)
 {
-    const struct bunring_loadgen *lg = w->lg;
-    uint32_t len = lg->length, hl = lg->hdr_len;
-    while (c->sent < len) {
-        struct iovec iov[2];
-        size_t n = 0;
-        if (c->sent < hl)
-            iov[n++] = (struct iovec){.iov_base = c->header + c->sent, .iov_len = hl - c->sent};
-        uint32_t body_at = c->sent > hl ? c->sent - hl : 0;
-        if (len > hl)
-            iov[n++] = (struct iovec){.iov_base = w->pattern + c->body_off + body_at, .iov_len = len - hl - body_at};
+    if (c->want_out == on)
+        return true;
+    if (lg_conn_watch(w, c, EPOLL_CTL_MOD, on ? EPOLLIN | EPOLLOUT : EPOLLIN) != 0) {
+        w->c.io_errors++;
+        lg_conn_close(w, c);
+        return false;
+    }
+    c->want_out = on;
+    return true;
+}
+
+/* At time t: closes the connection if it is finished, else writes what the window allows (arming
+ * EPOLLOUT while the socket takes no more). */
+static void pump(struct lg_worker *w, struct lg_conn *c, uint64_t t)
+{
+    if (lg_conn_finished(w, c, t)) {
+        lg_conn_close(w, c);
+        return;
+    }
+    struct iovec iov[LG_IOV_MAX];
+    for (;;) {
+        uint32_t n = lg_send_iov(w, c, iov, LG_IOV_MAX, t);
+        if (n == 0)
+            break;
         struct msghdr msg = {.msg_iov = iov, .msg_iovlen = n};
         ssize_t r = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (r > 0) {
-            c->sent += (uint32_t)r;
+            lg_sent(w, c, (uint64_t)r, t);
             continue;
         }
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (!c->want_out) {
-                if (lg_conn_watch(w, c, EPOLL_CTL_MOD, EPOLLIN | EPOLLOUT) != 0) {
-                    w->c.io_errors++;
-                    lg_conn_close(w, c);
-                    return false;
-                }
-                c->want_out = 1;
-            }
-            return true;
+            set_want_out(w, c, true);
+            return;
         }
         w->c.io_errors++;
         lg_conn_close(w, c);
-        return false;
+        return;
     }
-    if (c->want_out) {
-        if (lg_conn_watch(w, c, EPOLL_CTL_MOD, EPOLLIN) != 0) {
-            w->c.io_errors++;
-            lg_conn_close(w, c);
-            return false;
-        }
-        c->want_out = 0;
-    }
-    if (lg_in_interval(lg, t ? t : lg_now_ns()))
-        w->c.requests++;
-    return true;
+    set_want_out(w, c, false);
 }
 
-static void round_trip_done(struct lg_worker *w, struct lg_conn *c)
-{
-    uint64_t t = lg_now_ns();
-    if (lg_round_trip_next(w, c, t))
-        lg_conn_send(w, c, t);
-    else
-        lg_conn_close(w, c);
-}
-
+/* Reads what arrived, verifying replies as they come, then sends what the freed window allows. */
 static void lg_conn_readable(struct lg_worker *w, struct lg_conn *c)
 {
-    uint32_t len = w->lg->length;
+    uint64_t t = 0;
     for (;;) {
-        uint32_t want = len - c->received;
-        uint32_t ask = want < LG_SCRATCH_LEN ? want : LG_SCRATCH_LEN;
-        ssize_t r = recv(c->fd, w->scratch, ask, MSG_DONTWAIT);
+        ssize_t r = recv(c->fd, w->scratch, LG_SCRATCH_LEN, MSG_DONTWAIT);
         if (r > 0) {
-            uint32_t n = (uint32_t)r;
-            if (c->received + n > c->sent || !lg_chunk_matches(w, c, c->received, w->scratch, n)) {
-                w->c.mismatches++;
+            t = lg_now_ns();
+            if (!lg_take_reply(w, c, w->scratch, (uint32_t)r, t)) {
                 lg_conn_close(w, c);
                 return;
             }
-            c->received += n;
-            w->c.bytes_verified += n;
-            if (c->received == len) {
-                round_trip_done(w, c);
-                return;
-            }
-            if (n < ask)
-                return; /* nothing more for now; level-triggered epoll reports the rest */
+            if ((size_t)r < LG_SCRATCH_LEN)
+                break; /* nothing more for now; level-triggered epoll reports the rest */
             continue;
         }
         if (r == 0) {
@@ -218,14 +196,15 @@ static void lg_conn_readable(struct lg_worker *w, struct lg_conn *c)
         if (errno == EINTR)
             continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK)
-            return;
+            break;
         w->c.io_errors++;
         lg_conn_close(w, c);
         return;
     }
+    pump(w, c, t ? t : lg_now_ns());
 }
 
-/* Runs round trips until the interval ends, then lets in-flight echoes finish for up to LG_DRAIN_NS. */
+/* Runs requests until the interval ends, then lets in-flight replies finish for up to LG_DRAIN_NS. */
 void lg_epoll_traffic(struct lg_worker *w)
 {
     struct bunring_loadgen *lg = w->lg;
@@ -235,8 +214,8 @@ void lg_epoll_traffic(struct lg_worker *w)
         struct lg_conn *c = &w->conns[i];
         if (c->state != LG_CONN_OPEN)
             continue;
-        lg_message_begin(c, t0);
-        lg_conn_send(w, c, t0);
+        lg_conn_begin(w, c, i);
+        pump(w, c, t0);
     }
     while (!lg_stopping(lg) && w->live > 0) {
         uint64_t t = lg_now_ns();
@@ -258,8 +237,8 @@ void lg_epoll_traffic(struct lg_worker *w)
                 continue;
             if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP))
                 lg_conn_readable(w, c);
-            if (c->state == LG_CONN_OPEN && c->want_out && (ev & EPOLLOUT))
-                lg_conn_send(w, c, 0);
+            else if (c->want_out && (ev & EPOLLOUT))
+                pump(w, c, lg_now_ns());
         }
         lg_publish(w);
     }

@@ -5,10 +5,11 @@
  * each round trip costs a send and a recv call of its own, and on a 2-core machine the client's
  * system calls, not the server, set the ceiling of what can be measured.
  *
- * Per connection: one multishot recv selecting buffers from a provided-buffer ring (each echo chunk
- * is verified in place and its buffer goes back to the ring at once), and at most one sendmsg in
- * flight (header + pattern slice as two iovecs; a short send re-sends the rest). The next message
- * starts when its echo is complete and its send has completed. Connections were opened by the
+ * Per connection: one multishot recv selecting buffers from a provided-buffer ring (each chunk of
+ * replies is verified in place and its buffer goes back to the ring at once), and at most one sendmsg
+ * in flight, carrying every request the window allows (echo: header + pattern slice per request;
+ * table: one entry per request; a short send re-sends the rest). When a send completes, or replies
+ * free the window while no send is in flight, the next sendmsg goes out. Connections were opened by the
  * connect phase (loadgen_epoll.c) and are taken off its epoll set here; closing shuts the socket
  * down first, because the armed recv holds a reference that would otherwise keep it open.
  *
@@ -48,8 +49,7 @@ static enum lg_op ud_op(uint64_t ud) { return (enum lg_op)(ud & 0xffu); }
 static uint32_t ud_conn(uint64_t ud) { return (uint32_t)(ud >> 8); }
 
 struct lg_uconn {
-    struct msghdr msg;    /* read by the kernel while the send is in flight */
-    struct iovec iov[2];
+    struct msghdr msg;    /* read by the kernel while the send is in flight, with its iovecs */
     bool recv_armed;
     bool send_inflight;
     bool starved;         /* its recv ended with ENOBUFS: re-armed once buffers are back */
@@ -63,7 +63,9 @@ struct lg_uring {
     uint32_t buf_size, buf_count;
     uint32_t returned;    /* buffers added to the ring since the last advance */
     uint64_t batch_ns;    /* when the completions being handled were reaped: their timestamp */
-    struct lg_uconn *uc;     /* one per connection of the worker */
+    struct lg_uconn *uc;  /* one per connection of the worker */
+    struct iovec *iovs;   /* iov_cap per connection */
+    uint32_t iov_cap;
     uint32_t *starved;    /* indices of starved connections */
     uint32_t nstarved;
 };
@@ -82,9 +84,13 @@ int lg_uring_alloc(struct lg_worker *w)
     if (!u)
         return -ENOMEM;
     w->uring = u;
-    /* One buffer holds a whole message when it can; two per connection keep ENOBUFS rare. */
-    uint32_t size = (w->lg->length + 63u) & ~63u;
-    u->buf_size = size > LG_BUF_SIZE_MAX ? LG_BUF_SIZE_MAX : size;
+    /* One buffer holds a whole window of replies when it can; two per connection keep ENOBUFS rare. */
+    const struct bunring_loadgen *lg = w->lg;
+    uint64_t window = (uint64_t)lg->reply_len * lg->pipeline;
+    uint32_t size = window >= LG_BUF_SIZE_MAX ? LG_BUF_SIZE_MAX : ((uint32_t)window + 63u) & ~63u;
+    u->buf_size = size < 64u ? 64u : size;
+    uint64_t cap = (uint64_t)lg->pipeline * (lg->echo ? 2u : 1u);
+    u->iov_cap = cap > LG_IOV_MAX ? LG_IOV_MAX : (uint32_t)cap;
     uint32_t count = pow2_at_least(2u * w->nconns);
     count = count < LG_BUF_COUNT_MIN ? LG_BUF_COUNT_MIN : (count > LG_BUF_COUNT_MAX ? LG_BUF_COUNT_MAX : count);
     while (count > LG_BUF_COUNT_MIN && (uint64_t)count * u->buf_size > LG_POOL_BYTES_MAX)
@@ -94,8 +100,9 @@ int lg_uring_alloc(struct lg_worker *w)
         u->br = NULL;
     u->bufs = malloc((size_t)count * u->buf_size);
     u->uc = calloc(w->nconns, sizeof *u->uc);
+    u->iovs = malloc((size_t)w->nconns * u->iov_cap * sizeof *u->iovs);
     u->starved = malloc((size_t)w->nconns * sizeof *u->starved);
-    return u->br && u->bufs && u->uc && u->starved ? 0 : -ENOMEM;
+    return u->br && u->bufs && u->uc && u->iovs && u->starved ? 0 : -ENOMEM;
 }
 
 void lg_uring_free(struct lg_worker *w)
@@ -106,6 +113,7 @@ void lg_uring_free(struct lg_worker *w)
     free(u->br);
     free(u->bufs);
     free(u->uc);
+    free(u->iovs);
     free(u->starved);
     free(u);
     w->uring = NULL;
@@ -176,27 +184,24 @@ static void arm_recv(struct lg_worker *w, uint32_t idx)
     u->uc[idx].recv_armed = true;
 }
 
-/* Sends what is left of the current message (c->sent bytes are already out). */
-static void send_rest(struct lg_worker *w, uint32_t idx)
+/* Sends what is left of the started requests and what the window allows; false if nothing. */
+static bool send_more(struct lg_worker *w, uint32_t idx)
 {
-    const struct bunring_loadgen *lg = w->lg;
     struct lg_uring *u = w->uring;
     struct lg_conn *c = &w->conns[idx];
     struct lg_uconn *uc = &u->uc[idx];
-    uint32_t len = lg->length, hl = lg->hdr_len;
-    size_t n = 0;
-    if (c->sent < hl)
-        uc->iov[n++] = (struct iovec){.iov_base = c->header + c->sent, .iov_len = hl - c->sent};
-    uint32_t body_at = c->sent > hl ? c->sent - hl : 0;
-    if (len > hl)
-        uc->iov[n++] = (struct iovec){.iov_base = w->pattern + c->body_off + body_at, .iov_len = len - hl - body_at};
+    struct iovec *iov = u->iovs + (size_t)idx * u->iov_cap;
+    uint32_t n = lg_send_iov(w, c, iov, u->iov_cap, u->batch_ns);
+    if (n == 0)
+        return false;
     memset(&uc->msg, 0, sizeof uc->msg);
-    uc->msg.msg_iov = uc->iov;
+    uc->msg.msg_iov = iov;
     uc->msg.msg_iovlen = n;
     struct io_uring_sqe *sqe = get_sqe(u);
     io_uring_prep_sendmsg(sqe, c->fd, &uc->msg, MSG_NOSIGNAL | MSG_WAITALL);
     io_uring_sqe_set_data64(sqe, ud_pack(LG_OP_SEND, idx));
     uc->send_inflight = true;
+    return true;
 }
 
 static void close_conn(struct lg_worker *w, struct lg_conn *c)
@@ -207,14 +212,16 @@ static void close_conn(struct lg_worker *w, struct lg_conn *c)
     lg_conn_close(w, c);
 }
 
-/* Both halves of the round trip are done: count it, then the next message or a clean close. */
-static void round_trip_done(struct lg_worker *w, uint32_t idx)
+/* With no send in flight: a clean close when the connection is finished, else the next send. */
+static void pump(struct lg_worker *w, uint32_t idx)
 {
     struct lg_conn *c = &w->conns[idx];
-    if (lg_round_trip_next(w, c, w->uring->batch_ns))
-        send_rest(w, idx);
-    else
+    if (c->state != LG_CONN_OPEN || w->uring->uc[idx].send_inflight)
+        return;
+    if (lg_conn_finished(w, c, w->uring->batch_ns))
         close_conn(w, c);
+    else
+        send_more(w, idx);
 }
 
 static void on_send(struct lg_worker *w, uint32_t idx, int res)
@@ -228,31 +235,19 @@ static void on_send(struct lg_worker *w, uint32_t idx, int res)
         close_conn(w, c);
         return;
     }
-    c->sent += (uint32_t)res;
-    if (c->sent < w->lg->length) {
-        send_rest(w, idx);
-        return;
-    }
-    if (lg_in_interval(w->lg, w->uring->batch_ns))
-        w->c.requests++;
-    if (c->received == w->lg->length)
-        round_trip_done(w, idx);
+    lg_sent(w, c, (uint64_t)res, w->uring->batch_ns);
+    pump(w, idx);
 }
 
-/* n echoed bytes: they must be the next bytes of the message (there can be no more than it holds). */
-static void on_echo(struct lg_worker *w, uint32_t idx, const uint8_t *data, uint32_t n)
+/* n bytes of replies: verified in place, then the window they freed is used. */
+static void on_data(struct lg_worker *w, uint32_t idx, const uint8_t *data, uint32_t n)
 {
     struct lg_conn *c = &w->conns[idx];
-    uint32_t len = w->lg->length;
-    if (c->received + n > len || !lg_chunk_matches(w, c, c->received, data, n)) {
-        w->c.mismatches++;
+    if (!lg_take_reply(w, c, data, n, w->uring->batch_ns)) {
         close_conn(w, c);
         return;
     }
-    c->received += n;
-    w->c.bytes_verified += n;
-    if (c->received == len && !w->uring->uc[idx].send_inflight)
-        round_trip_done(w, idx);
+    pump(w, idx);
 }
 
 static void on_recv(struct lg_worker *w, uint32_t idx, const struct io_uring_cqe *cqe)
@@ -265,11 +260,11 @@ static void on_recv(struct lg_worker *w, uint32_t idx, const struct io_uring_cqe
     if (cqe->flags & IORING_CQE_F_BUFFER) {
         uint16_t bid = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
         if (cqe->res > 0 && c->state == LG_CONN_OPEN)
-            on_echo(w, idx, u->bufs + (size_t)bid * u->buf_size, (uint32_t)cqe->res);
+            on_data(w, idx, u->bufs + (size_t)bid * u->buf_size, (uint32_t)cqe->res);
         give_buffer(u, bid);
     } else if (c->state == LG_CONN_OPEN) {
         if (cqe->res == 0) {
-            w->c.short_reads++; /* EOF before the whole echo */
+            w->c.short_reads++; /* EOF from the server while the run still needed the connection */
             close_conn(w, c);
         } else if (cqe->res == -ENOBUFS) {
             if (!uc->starved) {
@@ -309,22 +304,22 @@ static void rearm_starved(struct lg_worker *w)
     u->nstarved = 0;
 }
 
-/* Runs round trips until the interval ends, then lets in-flight echoes finish for up to LG_DRAIN_NS. */
+/* Runs requests until the interval ends, then lets in-flight replies finish for up to LG_DRAIN_NS. */
 void lg_uring_traffic(struct lg_worker *w)
 {
     struct bunring_loadgen *lg = w->lg;
     struct lg_uring *u = w->uring;
     uint64_t end = atomic_load_explicit(&lg->end_ns, memory_order_relaxed);
-    uint64_t t0 = lg_now_ns();
+    u->batch_ns = lg_now_ns();
     for (uint32_t i = 0; i < w->nconns; i++) {
         struct lg_conn *c = &w->conns[i];
         if (c->state != LG_CONN_OPEN)
             continue;
         /* Off the epoll set used to connect: its wake-up callback would run on every arrival. */
         epoll_ctl(w->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+        lg_conn_begin(w, c, i);
         arm_recv(w, i);
-        lg_message_begin(c, t0);
-        send_rest(w, i);
+        pump(w, i);
     }
     while (!lg_stopping(lg) && w->live > 0) {
         uint64_t t = lg_now_ns();
