@@ -3,7 +3,7 @@
 // plain settings object for run.ts: which workloads (echo, resp), which targets speak each, the
 // baseline of each workload, and the matrix (connections, lengths or pipeline depths, repetitions).
 import { LOADGEN_LIMITS, type LoadgenIo } from "../ffi/loadgen.ts";
-import { parseFlags, UsageError } from "../src/flags.ts";
+import { integerFlag, parseFlags, secondsFlag, UsageError } from "../src/flags.ts";
 import { BUILTIN_NAMES, BUILTIN_WORKLOAD, parseTargetFlag, WORKLOAD_FAMILIES, type ExternalTarget, type WorkloadFamily } from "./targets.ts";
 import { checkRespSizes, RESP_DEFAULTS, RESP_LIMITS } from "./workloads.ts";
 
@@ -73,26 +73,11 @@ export interface BenchSettings {
   out: string;
 }
 
-function integer(flag: string, raw: string, min: number, max: number): number {
-  const value = /^\d+$/.test(raw.trim()) ? Number(raw.trim()) : Number.NaN;
-  if (!Number.isSafeInteger(value) || value < min || value > max) {
-    throw new UsageError(`${flag} must be an integer from ${min} to ${max}, got ${JSON.stringify(raw)}`);
-  }
-  return value;
-}
-
 function integerList(flag: string, raw: string, min: number, max: number): number[] {
-  const values = raw.split(",").map((part) => integer(flag, part, min, max));
+  const values = raw.split(",").map((part) => integerFlag(flag, part.trim(), min, max));
   return [...new Set(values)].sort((a, b) => a - b);
 }
 
-function secondsMs(flag: string, raw: string, minS: number, maxS: number): number {
-  const value = /^\d+(\.\d+)?$/.test(raw) ? Number(raw) : Number.NaN;
-  if (!(value >= minS && value <= maxS)) {
-    throw new UsageError(`${flag} must be a number of seconds from ${minS} to ${maxS}, got ${JSON.stringify(raw)}`);
-  }
-  return Math.round(value * 1000);
-}
 
 function workloadList(raw: string): WorkloadFamily[] {
   const out: WorkloadFamily[] = [];
@@ -198,8 +183,8 @@ export function parseBenchArgs(argv: string[]): BenchSettings {
   if (clientIo !== "uring" && clientIo !== "epoll") {
     throw new UsageError(`--client-io must be uring or epoll, got ${JSON.stringify(clientIo)}`);
   }
-  const keySpace = values["key-space"] === undefined ? RESP_DEFAULTS.keySpace : integer("--key-space", values["key-space"], 1, RESP_LIMITS.maxKeySpace);
-  const valueSize = values["value-size"] === undefined ? RESP_DEFAULTS.valueSize : integer("--value-size", values["value-size"], 1, RESP_LIMITS.maxValueSize);
+  const keySpace = values["key-space"] === undefined ? RESP_DEFAULTS.keySpace : integerFlag("--key-space", values["key-space"], 1, RESP_LIMITS.maxKeySpace);
+  const valueSize = values["value-size"] === undefined ? RESP_DEFAULTS.valueSize : integerFlag("--value-size", values["value-size"], 1, RESP_LIMITS.maxValueSize);
   checkRespSizes("--key-space × --value-size", keySpace, valueSize);
   const pipelines = values.pipeline === undefined ? [1, 16] : integerList("--pipeline", values.pipeline, 1, LOADGEN_LIMITS.maxPipeline);
   const most = Math.max(...(workloads.includes("resp") ? connections.resp : [1]));
@@ -213,11 +198,11 @@ export function parseBenchArgs(argv: string[]): BenchSettings {
     pipelines,
     keySpace,
     valueSize,
-    reps: values.reps === undefined ? (quick ? 2 : 3) : integer("--reps", values.reps, 1, 100),
-    durationMs: values.duration === undefined ? (quick ? 2000 : 5000) : secondsMs("--duration", values.duration, 0.1, 3600),
-    warmupMs: values.warmup === undefined ? (quick ? 500 : 1000) : secondsMs("--warmup", values.warmup, 0, 60),
+    reps: values.reps === undefined ? (quick ? 2 : 3) : integerFlag("--reps", values.reps, 1, 100),
+    durationMs: values.duration === undefined ? (quick ? 2000 : 5000) : secondsFlag("--duration", values.duration, 0.1, 3600),
+    warmupMs: values.warmup === undefined ? (quick ? 500 : 1000) : secondsFlag("--warmup", values.warmup, 0, 60),
     clientThreads:
-      values["client-threads"] === undefined ? null : integer("--client-threads", values["client-threads"], 1, LOADGEN_LIMITS.maxThreads),
+      values["client-threads"] === undefined ? null : integerFlag("--client-threads", values["client-threads"], 1, LOADGEN_LIMITS.maxThreads),
     clientIo,
     selected,
     external,

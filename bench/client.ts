@@ -9,7 +9,7 @@
 import { isIPv4, isIPv6 } from "node:net";
 import { cpus as osCpus } from "node:os";
 import { parseCpuList } from "../src/cpus.ts";
-import { parseFlags, UsageError } from "../src/flags.ts";
+import { integerFlag, parseFlags, secondsFlag, UsageError } from "../src/flags.ts";
 import { LOADGEN_LIMITS, runLoadgen, type LoadgenOptions, type LoadgenProgress, type LoadgenResult } from "../ffi/loadgen.ts";
 import {
   bytesArg,
@@ -54,22 +54,6 @@ Options:
   -h, --help                show this help
 `;
 
-function integer(flag: string, raw: string, min: number, max: number): number {
-  const value = /^\d+$/.test(raw) ? Number(raw) : Number.NaN;
-  if (!Number.isSafeInteger(value) || value < min || value > max) {
-    throw new UsageError(`${flag} must be an integer from ${min} to ${max}, got ${JSON.stringify(raw)}`);
-  }
-  return value;
-}
-
-/** Seconds as a decimal number, returned in whole milliseconds. */
-function seconds(flag: string, raw: string, minS: number, maxS: number): number {
-  const value = /^\d+(\.\d+)?$/.test(raw) ? Number(raw) : Number.NaN;
-  if (!(value >= minS && value <= maxS)) {
-    throw new UsageError(`${flag} must be a number of seconds from ${minS} to ${maxS}, got ${JSON.stringify(raw)}`);
-  }
-  return Math.round(value * 1000);
-}
 
 /** "1", "1,2", "1-3", "0,2-3" (src/cpus.ts parses it): CPU numbers this machine has. */
 export function cpuListFlag(flag: string, raw: string): number[] {
@@ -127,8 +111,8 @@ function workloadOf(values: Record<string, string | boolean | undefined>): Workl
       }
       return respWorkload(preset);
     }
-    const keySpace = integer("--key-space", (values["key-space"] as string | undefined) ?? String(RESP_DEFAULTS.keySpace), 1, RESP_LIMITS.maxKeySpace);
-    const valueSize = integer("--value-size", (values["value-size"] as string | undefined) ?? String(RESP_DEFAULTS.valueSize), 1, RESP_LIMITS.maxValueSize);
+    const keySpace = integerFlag("--key-space", (values["key-space"] as string | undefined) ?? String(RESP_DEFAULTS.keySpace), 1, RESP_LIMITS.maxKeySpace);
+    const valueSize = integerFlag("--value-size", (values["value-size"] as string | undefined) ?? String(RESP_DEFAULTS.valueSize), 1, RESP_LIMITS.maxValueSize);
     checkRespSizes("--key-space × --value-size", keySpace, valueSize);
     return respWorkload(preset, keySpace, valueSize);
   }
@@ -170,14 +154,14 @@ function parse(argv: string[]): ClientArgs {
   if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
   const address = values.address ?? DEFAULTS.address;
   const { host, port } = parseAddress("--address", address);
-  const connections = integer("--number", values.number ?? String(DEFAULTS.number), 1, LOADGEN_LIMITS.maxConnections);
-  const threads = integer("--threads", values.threads ?? String(DEFAULTS.threads), 1, LOADGEN_LIMITS.maxThreads);
+  const connections = integerFlag("--number", values.number ?? String(DEFAULTS.number), 1, LOADGEN_LIMITS.maxConnections);
+  const threads = integerFlag("--threads", values.threads ?? String(DEFAULTS.threads), 1, LOADGEN_LIMITS.maxThreads);
   if (threads > connections) {
     throw new UsageError(`--threads ${threads} is more than --number ${connections}: each thread needs a connection`);
   }
   const io = values.io ?? "uring";
   if (io !== "uring" && io !== "epoll") throw new UsageError(`--io must be uring or epoll, got ${JSON.stringify(io)}`);
-  const pipeline = integer("--pipeline", values.pipeline ?? String(DEFAULTS.pipeline), 1, LOADGEN_LIMITS.maxPipeline);
+  const pipeline = integerFlag("--pipeline", values.pipeline ?? String(DEFAULTS.pipeline), 1, LOADGEN_LIMITS.maxPipeline);
   if (pipeline * connections > LOADGEN_LIMITS.maxSlots) {
     throw new UsageError(`--pipeline ${pipeline} × --number ${connections} is more than ${LOADGEN_LIMITS.maxSlots} requests in flight`);
   }
@@ -193,17 +177,17 @@ function parse(argv: string[]): ClientArgs {
       threads,
       pipeline,
       table: workload.table,
-      length: workload.table ? 0 : integer("--length", values.length ?? String(DEFAULTS.length), 1, LOADGEN_LIMITS.maxLength),
-      durationMs: seconds("--duration", values.duration ?? String(DEFAULTS.duration), 0.01, LOADGEN_LIMITS.maxDurationMs / 1000),
-      warmupMs: seconds("--warmup", values.warmup ?? String(DEFAULTS.warmup), 0, LOADGEN_LIMITS.maxWarmupMs / 1000),
-      connectTimeoutMs: seconds(
+      length: workload.table ? 0 : integerFlag("--length", values.length ?? String(DEFAULTS.length), 1, LOADGEN_LIMITS.maxLength),
+      durationMs: secondsFlag("--duration", values.duration ?? String(DEFAULTS.duration), 0.01, LOADGEN_LIMITS.maxDurationMs / 1000),
+      warmupMs: secondsFlag("--warmup", values.warmup ?? String(DEFAULTS.warmup), 0, LOADGEN_LIMITS.maxWarmupMs / 1000),
+      connectTimeoutMs: secondsFlag(
         "--connect-timeout",
         values["connect-timeout"] ?? String(DEFAULTS.connectTimeout),
         0.01,
         LOADGEN_LIMITS.maxConnectTimeoutMs / 1000,
       ),
       cpus: values.cpu === undefined ? [] : cpuListFlag("--cpu", values.cpu),
-      serverPid: values["server-pid"] === undefined ? undefined : integer("--server-pid", values["server-pid"], 1, 2 ** 31 - 1),
+      serverPid: values["server-pid"] === undefined ? undefined : integerFlag("--server-pid", values["server-pid"], 1, 2 ** 31 - 1),
       io,
     },
   };
