@@ -17,9 +17,9 @@
  *      A peer that starts reading again before then gets every byte back (any progress restarts
  *      its clock).
  *   3. Only when nothing else keeps the server serving — no buffer is free and a connection waits
- *      for one — the grace shrinks to EXHAUSTED_STALL_MS: a paused peer that has read nothing for
- *      that long is closed, one at a time until buffers come back. Paused peers that are reading,
- *      however slowly, are never closed for it: their buffers are coming back anyway.
+ *      for one — the grace shrinks to EXHAUSTED_STALL_MS: the paused peer that has read nothing the
+ *      longest, if that is at least this long, is closed, one at a time until buffers come back.
+ *      Long enough that a reader held up by a busy machine is not mistaken for one that stopped.
  * Memory stays what the pool was at start: nothing is copied out of it.
  */
 #include "internal.h"
@@ -32,7 +32,7 @@
 #include <time.h>
 
 #define PRESSURE_PAUSE_BUFFERS 2u /* per-connection buffer limit while the pool is under pressure */
-#define EXHAUSTED_STALL_MS 50u    /* the grace when no buffer is free and a connection waits for one */
+#define EXHAUSTED_STALL_MS 250u   /* the grace when no buffer is free and a connection waits for one */
 
 static void paused_progress(struct loop *l, struct conn *c);
 
@@ -420,11 +420,15 @@ uint32_t pool_stall_wait_ms(const struct loop *l)
 {
     if (!l->pressure || l->paused_head == NO_SLOT)
         return UINT32_MAX;
-    uint32_t grace = stall_grace(l);
-    if (grace == UINT32_MAX)
-        return UINT32_MAX;
     uint32_t waited = oldest_stall_ms(l);
-    return waited >= grace ? 0 : grace - waited;
+    uint32_t wait = UINT32_MAX;
+    if (l->stall_ms)
+        wait = waited >= l->stall_ms ? 0 : l->stall_ms - waited;
+    if (free_buffers(l) == 0 && l->starved_head != NO_SLOT) {
+        uint32_t exhausted = waited >= EXHAUSTED_STALL_MS ? 0 : EXHAUSTED_STALL_MS - waited;
+        wait = exhausted < wait ? exhausted : wait;
+    }
+    return wait;
 }
 
 /* The starved list is FIFO so that, as buffers come back, the longest-waiting connection goes first. */
