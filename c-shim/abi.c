@@ -94,6 +94,7 @@ static const struct layout_row layout_rows[] = {
     FIELD(bunring_js_channel, cmd_head),
     FIELD(bunring_js_channel, tx_head),
     FIELD(bunring_js_channel, c_sleeping),
+    FIELD(bunring_js_channel, c_wants_room),
     FIELD(bunring_js_channel, loop_pad),
     FIELD(bunring_js_channel, ev_head),
     FIELD(bunring_js_channel, rx_head),

@@ -224,7 +224,9 @@ BUNRING_API uint32_t bunring_probe(struct bunring_error *err, char *kernel_relea
  * Sleeping: before blocking, the loop stores c_sleeping = 1 and re-checks the command ring; JS, after
  * publishing commands, wakes it (bunring_js_wake) only if c_sleeping is 1. JS stores js_sleeping = 1
  * when it has consumed every event and re-checks; the loop, after publishing events, calls the
- * doorbell (a threadsafe callback given at start) only if it exchanged js_sleeping from 1 to 0. So
+ * doorbell (a threadsafe callback given at start) only if it exchanged js_sleeping from 1 to 0. A
+ * loop that sleeps while connections wait for room in the channel says so in c_wants_room; JS, after
+ * freeing events or rx bytes, wakes it if both flags are 1. So
  * under load nobody makes a system call per request, and an idle server sleeps.
  * sent[slot] (bunring_js_sent) counts the bytes each connection has handed to the kernel (reset when
  * the slot is opened), so JS knows how much of what it wrote is still queued without any event.
@@ -260,7 +262,8 @@ struct bunring_js_channel {
     uint32_t cmd_head;
     uint32_t tx_head;
     uint32_t c_sleeping;
-    uint32_t loop_pad[11];
+    uint32_t c_wants_room; /* the loop waits for JS to free events or rx: JS wakes it after freeing */
+    uint32_t loop_pad[10];
     /* written by JS */
     uint32_t ev_head;
     uint32_t rx_head;

@@ -398,7 +398,7 @@ static uint32_t oldest_stall_ms(const struct loop *l)
 static uint32_t stall_grace(const struct loop *l)
 {
     uint32_t grace = l->stall_ms ? l->stall_ms : UINT32_MAX;
-    bool exhausted = free_buffers(l) == 0 && l->starved_head != NO_SLOT;
+    bool exhausted = free_buffers(l) == 0 && (l->starved_head != NO_SLOT || l->js_blocked);
     return exhausted && EXHAUSTED_STALL_MS < grace ? EXHAUSTED_STALL_MS : grace;
 }
 
@@ -424,7 +424,7 @@ uint32_t pool_stall_wait_ms(const struct loop *l)
     uint32_t wait = UINT32_MAX;
     if (l->stall_ms)
         wait = waited >= l->stall_ms ? 0 : l->stall_ms - waited;
-    if (free_buffers(l) == 0 && l->starved_head != NO_SLOT) {
+    if (free_buffers(l) == 0 && (l->starved_head != NO_SLOT || l->js_blocked)) {
         uint32_t exhausted = waited >= EXHAUSTED_STALL_MS ? 0 : EXHAUSTED_STALL_MS - waited;
         wait = exhausted < wait ? exhausted : wait;
     }

@@ -135,6 +135,8 @@ struct loop {
     uint32_t js_ev_tail;           /* events written, not all published yet */
     uint32_t js_cmd_head;
     uint32_t js_rx_tail;
+    bool js_blocked;          /* a WRITE waits at the command ring's head for pool room */
+    uint32_t js_blocked_tail; /* the command tail seen then: only newer commands are news */
 
     /* epoll state */
     int epfd;
@@ -234,7 +236,9 @@ bool js_commands_waiting(const struct loop *l);
 struct bunring_js_record *js_command_peek(struct loop *l);
 void js_command_done(struct loop *l, const struct bunring_js_record *r);
 uint8_t *js_tx_bytes(const struct loop *l, uint32_t offset);
-void js_sleep_begin(struct loop *l); /* store c_sleeping = 1 (then re-check for work) */
+void js_sleep_begin(struct loop *l); /* store c_wants_room and c_sleeping = 1 (then re-check for work) */
+void js_command_blocked(struct loop *l); /* the head command must wait: do not spin on it */
+bool js_room_waiting(struct loop *l);    /* connections wait for room, and there is some now */
 void js_sleep_end(struct loop *l);
 void js_count_sent(struct loop *l, struct conn *c, uint32_t n); /* sent[slot] += n, for JS */
 void js_open(struct loop *l, struct conn *c, uint32_t at);       /* OPEN, peer address at rx offset `at` */

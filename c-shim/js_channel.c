@@ -102,11 +102,21 @@ void js_publish(struct loop *l)
 
 bool js_commands_waiting(const struct loop *l)
 {
-    return __atomic_load_n(&l->js->cmd_tail, __ATOMIC_SEQ_CST) != l->js_cmd_head;
+    uint32_t tail = __atomic_load_n(&l->js->cmd_tail, __ATOMIC_SEQ_CST);
+    if (tail == l->js_cmd_head)
+        return false;
+    return !(l->js_blocked && tail == l->js_blocked_tail); /* a blocked head is no reason to stay awake */
+}
+
+void js_command_blocked(struct loop *l)
+{
+    l->js_blocked = true;
+    l->js_blocked_tail = __atomic_load_n(&l->js->cmd_tail, __ATOMIC_ACQUIRE);
 }
 
 struct bunring_js_record *js_command_peek(struct loop *l)
 {
+    l->js_blocked = false;
     if (__atomic_load_n(&l->js->cmd_tail, __ATOMIC_ACQUIRE) == l->js_cmd_head)
         return NULL;
     return &l->js->commands[l->js_cmd_head & RECORD_MASK];
@@ -128,7 +138,14 @@ uint8_t *js_tx_bytes(const struct loop *l, uint32_t offset)
 
 void js_sleep_begin(struct loop *l)
 {
+    __atomic_store_n(&l->js->c_wants_room, l->starved_head != NO_SLOT ? 1u : 0u, __ATOMIC_RELAXED);
     __atomic_store_n(&l->js->c_sleeping, 1, __ATOMIC_SEQ_CST);
+}
+
+bool js_room_waiting(struct loop *l)
+{
+    uint32_t at;
+    return l->starved_head != NO_SLOT && js_event_room(l, false) && js_rx_room(l, &at) > 0;
 }
 
 void js_sleep_end(struct loop *l)

@@ -376,8 +376,13 @@ static void apply_stall_policy(struct loop *l)
 {
     pool_update_pressure(l);
     struct conn *c;
-    while ((c = pool_stall_victim(l)) != NULL)
+    bool closed = false;
+    while ((c = pool_stall_victim(l)) != NULL) {
         close_conn(l, c, BUNRING_STAT_CONN_CLOSED_STALLED);
+        closed = true;
+    }
+    if (closed && l->js)
+        js_run_commands(l); /* a WRITE that waited for that connection's buffers may go now */
     if (l->starved_head != NO_SLOT)
         wake_starved(l);
 }
@@ -564,8 +569,12 @@ static void js_run_commands(struct loop *l)
         if (c) {
             switch (type) {
             case BUNRING_JS_CMD_WRITE:
-                if (!js_write(l, c, r))
+                if (!js_write(l, c, r)) {
+                    js_command_blocked(l);
+                    if (!(c->flags & CONN_PAUSED))
+                        conn_pause(l, c); /* its peer must read first: a candidate for the stall policy */
                     return;
+                }
                 break;
             case BUNRING_JS_CMD_END:
                 c->flags |= CONN_JS_END;
@@ -638,7 +647,7 @@ void epoll_run(struct loop *l)
         if (l->js && timeout != 0) {
             /* Say we sleep, then look once more: a command published before JS saw the flag. */
             js_sleep_begin(l);
-            if (js_commands_waiting(l))
+            if (js_commands_waiting(l) || js_room_waiting(l))
                 timeout = 0;
         }
         int n = epoll_wait(l->epfd, events, MAX_EVENTS, timeout);

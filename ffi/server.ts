@@ -136,7 +136,8 @@ function open() {
     cmdHead: "u32",
     txHead: "u32",
     cSleeping: "u32",
-    loopPad: { bytes: 44 },
+    cWantsRoom: "u32",
+    loopPad: { bytes: 40 },
     evHead: "u32",
     rxHead: "u32",
     cmdTail: "u32",
@@ -302,7 +303,7 @@ export interface NativeChannel {
   /** The control words (ev_tail, rx_tail, ... js_sleeping) as u32s, for Atomics. */
   words: Int32Array;
   /** Index into `words` of each control word. */
-  at: { evTail: number; rxTail: number; cmdHead: number; txHead: number; cSleeping: number; evHead: number; rxHead: number; cmdTail: number; txTail: number; jsSleeping: number };
+  at: { evTail: number; rxTail: number; cmdHead: number; txHead: number; cSleeping: number; cWantsRoom: number; evHead: number; rxHead: number; cmdTail: number; txTail: number; jsSleeping: number };
   /** Event and command records, 4 u32 each: typeGen, slot, offset, len. */
   events: Uint32Array;
   commands: Uint32Array;
@@ -347,6 +348,7 @@ export function startHandlerNative(cfg: NativeConfig, host: string, doorbell: (l
         cmdHead: c.cmdHead / 4,
         txHead: c.txHead / 4,
         cSleeping: c.cSleeping / 4,
+        cWantsRoom: c.cWantsRoom / 4,
         evHead: c.evHead / 4,
         rxHead: c.rxHead / 4,
         cmdTail: c.cmdTail / 4,

@@ -62,7 +62,8 @@ export function probe(): ProbeReport {
 
 const errnoNames = new Map<number, string>(Object.entries(constants.errno).map(([name, n]) => [n, name]));
 
-function toError(e: NativeError, backend: Backend, host: string, port: number): Error {
+/** A shim start failure as an Error naming the backend and address, with .code ("EADDRINUSE") and .errno. */
+export function toError(e: NativeError, backend: Backend, host: string, port: number): Error {
   const name = errnoNames.get(-e.code) ?? `errno ${-e.code}`;
   const hint = backend === "uring" && /io_uring/.test(e.message) && !/epoll/.test(e.message) ? "; use backend 'epoll'" : "";
   const err = new Error(`bunring: could not start the ${backend} server on ${host}:${port}: ${e.message}${hint}`);
@@ -70,7 +71,7 @@ function toError(e: NativeError, backend: Backend, host: string, port: number): 
 }
 
 /** Polls a condition without blocking the JS thread (the loops finish on their own threads). */
-async function until(done: () => boolean): Promise<void> {
+export async function until(done: () => boolean): Promise<void> {
   let wait = 0;
   while (!done()) {
     await Bun.sleep(wait);
@@ -78,7 +79,20 @@ async function until(done: () => boolean): Promise<void> {
   }
 }
 
-function wrap(native: NativeServer, backend: Backend, host: string, drainDefault: number, fallbackReason?: string): Server {
+/** stop() and stats() of a running native server, shared by serve() and listen(). */
+export interface StopControl {
+  stop(options?: { drainMs?: number }): Promise<void>;
+  /** Live counters, or the final ones once stopped. */
+  stats(): ServerStats;
+  stopped(): boolean;
+}
+
+/**
+ * The stop sequence: ask the loops to stop (again with a shorter drainMs: closer deadline), poll
+ * done() without blocking, run `beforeFree` (listen() delivers the loops' last events there), keep
+ * the final counters, free, then run `afterFree`.
+ */
+export function stopControl(native: NativeServer, drainDefault: number, hooks: { beforeFree?(): void; afterFree?(): void } = {}): StopControl {
   let finalStats: ServerStats | undefined;
   let stopping: Promise<void> | undefined;
   const stop = (options?: { drainMs?: number }): Promise<void> => {
@@ -91,11 +105,21 @@ function wrap(native: NativeServer, backend: Backend, host: string, drainDefault
     // Called again during the drain: a shorter drainMs moves the deadline closer (0 closes now).
     if (finalStats === undefined) native.stop(drainMs);
     stopping ??= until(() => native.done()).then(() => {
-      finalStats = native.readStats();
-      native.free();
+      try {
+        hooks.beforeFree?.();
+      } finally {
+        finalStats = native.readStats();
+        native.free();
+        hooks.afterFree?.();
+      }
     });
     return stopping;
   };
+  return { stop, stats: () => finalStats ?? native.readStats(), stopped: () => finalStats !== undefined };
+}
+
+function wrap(native: NativeServer, backend: Backend, host: string, drainDefault: number, fallbackReason?: string): Server {
+  const control = stopControl(native, drainDefault);
   return {
     backend,
     host,
@@ -104,11 +128,11 @@ function wrap(native: NativeServer, backend: Backend, host: string, drainDefault
     features: backend === "uring" ? native.features : [],
     ...(fallbackReason ? { fallbackReason } : {}),
     get stopped() {
-      return finalStats !== undefined;
+      return control.stopped();
     },
-    stats: () => finalStats ?? native.readStats(),
-    stop,
-    [Symbol.asyncDispose]: () => stop(),
+    stats: control.stats,
+    stop: control.stop,
+    [Symbol.asyncDispose]: () => control.stop(),
   };
 }
 

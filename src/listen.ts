@@ -1,0 +1,464 @@
+// listen.ts — listen(): Bun.listen's handler API on bunring's loops (issue #10, handler mode). The C
+// loops accept, read and write on their own threads; each hands its events to this thread through its
+// channel (src/channel.ts), and the handlers run here, one socket object per connection
+// (src/socket.ts). The doorbell (called only when JS said it sleeps) brings a loop's events here;
+// commands the handlers queue are published at the end of each batch, or by the end of the tick for
+// writes made outside event processing (after an await, from a timer).
+import { JS_BYTES, JS_EVENT, STAT_NAMES, startHandlerNative, type NativeError, type NativeHandlerServer } from "../ffi/server.ts";
+import { openChannel, type Channel } from "./channel.ts";
+import { OPTION_TABLE } from "./option-table.ts";
+import { resolveOptions, type Backend, type ServeOptions } from "./options.ts";
+import { probe, stopControl, toError, type ServerStats } from "./server.ts";
+import { HandlerSocket, type Socket, type SocketContext } from "./socket.ts";
+
+export type { Socket, ReadyState, WriteData } from "./socket.ts";
+
+export type BinaryType = "buffer" | "uint8array" | "arraybuffer";
+
+export interface BinaryTypes {
+  buffer: Buffer;
+  uint8array: Uint8Array;
+  arraybuffer: ArrayBuffer;
+}
+
+/** The handlers, as Bun.listen's `socket` option. All optional. */
+export interface SocketHandler<Data = undefined, BT extends BinaryType = "buffer"> {
+  open?(socket: Socket<Data>): void | Promise<void>;
+  /** Bytes from the peer: the handler's to keep, except with zeroCopy (valid only during the call). */
+  data?(socket: Socket<Data>, data: BinaryTypes[BT]): void | Promise<void>;
+  /** After a write() that took less than it was given: there is room again. */
+  drain?(socket: Socket<Data>): void | Promise<void>;
+  /** The peer sent FIN. Unless allowHalfOpen, the socket is ended right after. */
+  end?(socket: Socket<Data>): void | Promise<void>;
+  /** Exactly once per opened connection; `error` when the connection failed (reset, or closed as a stalled peer). */
+  close?(socket: Socket<Data>, error?: Error): void | Promise<void>;
+  /** A handler threw (or its promise rejected); the connection is then terminated. */
+  error?(socket: Socket<Data>, error: Error): void | Promise<void>;
+  /** Not called yet (socket.timeout() is not implemented). */
+  timeout?(socket: Socket<Data>): void | Promise<void>;
+  /** As Bun.listen spells it; the top-level binaryType option is the same thing. */
+  binaryType?: BT;
+}
+
+export interface ListenOptions<Data = undefined, BT extends BinaryType = "buffer"> extends Omit<ServeOptions, "backend"> {
+  /**
+   * "uring" (the default), "epoll", or "auto": io_uring when the kernel allows it, else epoll.
+   */
+  backend?: "epoll" | "auto" | "uring";
+  /** Alias of `host`, as Bun.listen spells it. */
+  hostname?: string;
+  /** Keep the connection writable after the peer's FIN (else it is ended right after end()). Default false. */
+  allowHalfOpen?: boolean;
+  /** What data() receives: "buffer" (default), "uint8array" or "arraybuffer". */
+  binaryType?: BT;
+  /** Bytes a connection may have written and not yet handed to the kernel before write() takes less. Default 65536. */
+  highWaterMark?: number;
+  /** data() gets a view into the receive area, valid only during the call (no copy; "arraybuffer" still copies). Default false. */
+  zeroCopy?: boolean;
+  /** The initial `socket.data` of every connection. */
+  data?: Data;
+  socket: SocketHandler<Data, BT>;
+}
+
+export interface Listener {
+  readonly port: number;
+  /** The address listened on (the host literal). */
+  readonly hostname: string;
+  readonly backend: Backend;
+  readonly threads: number;
+  /** True once stop() has finished. */
+  readonly stopped: boolean;
+  /** Live counters summed over the loops (the final values once stopped). */
+  stats(): ServerStats;
+  /**
+   * Stops accepting; open connections get up to drainMs (default: the drainMs option) to finish
+   * what was written, then close (close() is called for each); then frees everything. `true` is
+   * Bun.listen's closeActive (drainMs 0), `false` the default drain.
+   */
+  stop(options?: { drainMs?: number } | boolean): Promise<void>;
+  /** Resolves once stop() has finished. */
+  readonly closed: Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+export const LISTEN_DEFAULTS = Object.freeze({ highWaterMark: 65536, allowHalfOpen: false, binaryType: "buffer", zeroCopy: false });
+const HIGH_WATER_MARK_MIN = 1024;
+const HIGH_WATER_MARK_MAX = 16 << 20;
+const BINARY_TYPES: readonly string[] = ["buffer", "uint8array", "arraybuffer"];
+const HANDLER_NAMES = ["open", "data", "drain", "end", "close", "error", "timeout"] as const;
+const LISTEN_ONLY = ["hostname", "allowHalfOpen", "binaryType", "highWaterMark", "zeroCopy", "data", "socket"] as const;
+/** Event batches handled per loop before yielding to the event loop (then it comes back at once). */
+const BATCHES_PER_TURN = 8;
+const BYTE_MASK = JS_BYTES - 1;
+
+type Handlers = { [K in (typeof HANDLER_NAMES)[number]]?: (socket: HandlerSocket<unknown>, arg?: unknown) => unknown };
+
+function show(value: unknown): string {
+  if (typeof value === "string") return JSON.stringify(value);
+  if (typeof value === "function") return "a function";
+  if (typeof value === "object" && value !== null) return Array.isArray(value) ? "an array" : "an object";
+  return String(value);
+}
+
+function checkBoolean(name: string, value: unknown, dflt: boolean): boolean {
+  if (value === undefined) return dflt;
+  if (typeof value !== "boolean") throw new TypeError(`bunring: listen() ${name} must be true or false, got ${show(value)}`);
+  return value;
+}
+
+function checkHighWaterMark(value: unknown): number {
+  if (value === undefined) return LISTEN_DEFAULTS.highWaterMark;
+  const allowed = `an integer from ${HIGH_WATER_MARK_MIN} to ${HIGH_WATER_MARK_MAX}`;
+  if (typeof value !== "number") throw new TypeError(`bunring: listen() highWaterMark must be ${allowed}, got ${show(value)} (${typeof value})`);
+  if (!Number.isInteger(value) || value < HIGH_WATER_MARK_MIN || value > HIGH_WATER_MARK_MAX) {
+    throw new RangeError(`bunring: listen() highWaterMark must be ${allowed}, got ${show(value)}`);
+  }
+  return value;
+}
+
+function checkBinaryType(name: string, value: unknown): BinaryType | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value === "string" && BINARY_TYPES.includes(value)) return value as BinaryType;
+  const Kind = typeof value === "string" ? RangeError : TypeError;
+  throw new Kind(`bunring: listen() ${name} must be "buffer", "uint8array" or "arraybuffer", got ${show(value)}`);
+}
+
+function checkHandlers(value: unknown): { handlers: Handlers; binaryType: BinaryType | undefined } {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new TypeError(`bunring: listen() socket must be an object of handlers (${HANDLER_NAMES.join(", ")}), got ${show(value)}`);
+  }
+  const o = value as Record<string, unknown>;
+  const handlers: Handlers = {};
+  for (const key of Object.keys(o)) {
+    if (key === "binaryType") continue;
+    if (!(HANDLER_NAMES as readonly string[]).includes(key)) {
+      throw new TypeError(`bunring: listen() socket.${key} is not a handler listen() knows; handlers: ${HANDLER_NAMES.join(", ")}, and binaryType`);
+    }
+  }
+  for (const name of HANDLER_NAMES) {
+    const fn = o[name];
+    if (fn === undefined) continue;
+    if (typeof fn !== "function") throw new TypeError(`bunring: listen() socket.${name} must be a function, got ${show(fn)}`);
+    handlers[name] = fn as Handlers[typeof name];
+  }
+  return { handlers, binaryType: checkBinaryType("socket.binaryType", o.binaryType) };
+}
+
+/** Everything listen() checks before anything starts. */
+function resolveListenOptions(options: unknown) {
+  if (typeof options !== "object" || options === null || Array.isArray(options)) {
+    throw new TypeError(`bunring: listen() options must be an object with at least socket: { ...handlers }, got ${show(options)}`);
+  }
+  const o = { ...(options as Record<string, unknown>) };
+  const allowed = [...OPTION_TABLE.map((spec) => spec.name as string), ...LISTEN_ONLY];
+  for (const key of Object.keys(o)) {
+    if (!allowed.includes(key)) throw new TypeError(`bunring: listen() has no option ${show(key)}; options: ${allowed.join(", ")}`);
+  }
+  const own: Record<string, unknown> = {};
+  for (const key of LISTEN_ONLY) {
+    own[key] = o[key];
+    delete o[key];
+  }
+  if (!("socket" in options)) throw new TypeError("bunring: listen() needs socket: { open, data, drain, end, close, error } (each optional)");
+  const labels: { host?: string } = {};
+  if (own.hostname !== undefined) {
+    if (o.host !== undefined && o.host !== own.hostname) {
+      throw new RangeError(`bunring: listen() host (${show(o.host)}) and hostname (${show(own.hostname)}) are the same option; give one`);
+    }
+    o.host = own.hostname;
+    labels.host = "hostname";
+  }
+  const wanted = o.backend ?? "uring";
+  const { backend, host, config } = resolveOptions({ ...o, backend: wanted }, labels);
+  const { handlers, binaryType: handlerBinaryType } = checkHandlers(own.socket);
+  const binaryType = checkBinaryType("binaryType", own.binaryType);
+  if (binaryType && handlerBinaryType && binaryType !== handlerBinaryType) {
+    throw new RangeError(`bunring: listen() binaryType (${show(binaryType)}) and socket.binaryType (${show(handlerBinaryType)}) disagree; give one`);
+  }
+  const resolved = {
+    host,
+    config: { ...config, sqpoll: false },
+    handlers,
+    binaryType: binaryType ?? handlerBinaryType ?? (LISTEN_DEFAULTS.binaryType as BinaryType),
+    allowHalfOpen: checkBoolean("allowHalfOpen", own.allowHalfOpen, LISTEN_DEFAULTS.allowHalfOpen),
+    zeroCopy: checkBoolean("zeroCopy", own.zeroCopy, LISTEN_DEFAULTS.zeroCopy),
+    highWaterMark: checkHighWaterMark(own.highWaterMark),
+    data: own.data,
+  };
+  return { ...resolved, backend: backend === "auto" ? (probe().uring ? "uring" : "epoll") : backend } as const;
+}
+
+/** OPEN's 20 address bytes: u16 LE family (2 IPv4, 10 IPv6), u16 LE port, 16 address bytes. */
+function peerOf(rx: Uint8Array, at: number): { address: string; port: number; family: "IPv4" | "IPv6" } {
+  const family = rx[at]! | (rx[at + 1]! << 8);
+  const port = rx[at + 2]! | (rx[at + 3]! << 8);
+  const a = rx.subarray(at + 4, at + 20);
+  if (family !== 10) return { address: `${a[0]}.${a[1]}.${a[2]}.${a[3]}`, port, family: "IPv4" };
+  const groups: number[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push((a[i]! << 8) | a[i + 1]!);
+  if (groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff) {
+    return { address: `::ffff:${a[12]}.${a[13]}.${a[14]}.${a[15]}`, port, family: "IPv6" };
+  }
+  // RFC 5952: the longest run (>= 2) of zero groups becomes "::".
+  let best = -1;
+  let bestLen = 1;
+  for (let i = 0; i < 8; ) {
+    if (groups[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > bestLen) {
+      best = i;
+      bestLen = j - i;
+    }
+    i = j;
+  }
+  const hex = (gs: number[]) => gs.map((g) => g.toString(16)).join(":");
+  const address = best < 0 ? hex(groups) : `${hex(groups.slice(0, best))}::${hex(groups.slice(best + bestLen))}`;
+  return { address, port, family: "IPv6" };
+}
+
+/** The close counter a CLOSE event names, as an Error when it is a failure (else undefined). */
+function closeError(reason: number): Error | undefined {
+  const name = STAT_NAMES[reason];
+  if (name === "connClosedReset") return Object.assign(new Error("bunring: connection reset by peer"), { code: "ECONNRESET" });
+  if (name === "connClosedStalled") {
+    return Object.assign(new Error("bunring: connection closed: the peer stopped reading while the server ran short of buffers"), {
+      code: "ETIMEDOUT",
+    });
+  }
+  return undefined;
+}
+
+interface LoopContext extends SocketContext {
+  readonly index: number;
+  /** Socket by slot, for the slot's current connection. */
+  readonly sockets: (HandlerSocket<unknown> | undefined)[];
+  /** A turn is scheduled (setImmediate) because events were left when the last turn ended. */
+  scheduled: boolean;
+}
+
+/**
+ * Starts a server that runs Bun.listen-style handlers: it is listening when this returns. The C loops
+ * do the socket I/O on their own threads (epoll backend: the default here, and the only one for now);
+ * the handlers run on this thread. Throws TypeError/RangeError for a bad option, Error for backend
+ * "uring" and when the socket cannot be set up (with .code such as "EADDRINUSE").
+ */
+export function listen<Data = undefined, BT extends BinaryType = "buffer">(options: ListenOptions<Data, BT>): Listener {
+  const o = resolveListenOptions(options);
+  const { handlers, allowHalfOpen, zeroCopy, binaryType } = o;
+  const initialData = o.data;
+  let loops: LoopContext[] = [];
+  let freed = false;
+  let dispatching = 0;
+  let flushQueued = false;
+  let retryTimer: ReturnType<typeof setTimeout> | undefined;
+
+  /** Publishes every loop's queued commands; retries soon if some are held back by a full ring. */
+  const flushAll = () => {
+    flushQueued = false;
+    if (freed) return;
+    let held = false;
+    for (const ctx of loops) {
+      if (ctx.channel.unpublished) ctx.channel.publish();
+      if (ctx.channel.held > 0) held = true;
+    }
+    if (held && !retryTimer) {
+      retryTimer = setTimeout(() => {
+        retryTimer = undefined;
+        flushAll();
+      }, 1);
+    }
+  };
+  const touched = () => {
+    if (dispatching === 0 && !flushQueued) {
+      flushQueued = true;
+      queueMicrotask(flushAll);
+    }
+  };
+
+  const report = (s: HandlerSocket<unknown>, err: unknown) => {
+    const error = err instanceof Error ? err : new Error(String(err));
+    if (!handlers.error) {
+      console.error("bunring: a listen() handler threw:", error);
+      return;
+    }
+    try {
+      const r = handlers.error(s, error);
+      if (r instanceof Promise) r.catch((e2: unknown) => console.error("bunring: the error handler failed:", e2, "handling:", error));
+    } catch (e2) {
+      console.error("bunring: the error handler threw:", e2, "handling:", error);
+    }
+  };
+  /** A handler failed: error(socket, err), then the connection is terminated (close still follows). */
+  const fail = (s: HandlerSocket<unknown>, err: unknown) => {
+    report(s, err);
+    s.terminate();
+    touched();
+  };
+  /** Runs a handler; a throw or a rejected promise goes to fail(). */
+  const call = (fn: Handlers[keyof Handlers], s: HandlerSocket<unknown>, arg?: unknown) => {
+    if (!fn) return;
+    try {
+      const r = arg === undefined ? fn(s) : fn(s, arg);
+      if (r instanceof Promise) r.catch((e: unknown) => fail(s, e));
+    } catch (e) {
+      fail(s, e);
+    }
+  };
+
+  const chunkOf = (rx: Uint8Array, at: number, len: number): unknown => {
+    const view = rx.subarray(at, at + len);
+    if (binaryType === "arraybuffer") return view.slice().buffer;
+    if (zeroCopy) return binaryType === "buffer" ? Buffer.from(rx.buffer, rx.byteOffset + at, len) : view;
+    return binaryType === "buffer" ? Buffer.from(view) : view.slice();
+  };
+
+  const notifyClose = (s: HandlerSocket<unknown>, error: Error | undefined) => {
+    if (s.closeNotified) return;
+    s.closeNotified = true;
+    s.state = 2;
+    if (!handlers.close) return;
+    try {
+      const r = error === undefined ? handlers.close(s) : handlers.close(s, error);
+      if (r instanceof Promise) r.catch((e: unknown) => report(s, e));
+    } catch (e) {
+      report(s, e);
+    }
+  };
+
+  const dispatcher = (ctx: LoopContext) => {
+    const { sockets, channel } = ctx;
+    return (type: number, slot: number, gen: number, offset: number, len: number) => {
+      if (type === JS_EVENT.open) {
+        const stale = sockets[slot];
+        if (stale) notifyClose(stale, undefined); // its CLOSE never came (the event ring was full)
+        const peer = peerOf(channel.rx, offset & BYTE_MASK);
+        const s = new HandlerSocket<unknown>(ctx, slot, gen, peer.address, peer.port, peer.family, initialData);
+        sockets[slot] = s;
+        call(handlers.open, s);
+        return;
+      }
+      const s = sockets[slot];
+      if (!s || s.gen !== gen) return;
+      switch (type) {
+        case JS_EVENT.data:
+          // After terminate() the connection is gone for the handlers; its CLOSE is on the way.
+          if (s.state !== 2 && handlers.data) call(handlers.data, s, chunkOf(channel.rx, offset & BYTE_MASK, len));
+          return;
+        case JS_EVENT.end:
+          s.peerEnded = true;
+          if (s.state === 2) return;
+          call(handlers.end, s);
+          if (!allowHalfOpen) s.end();
+          return;
+        case JS_EVENT.drain:
+          s.drainRequested = false;
+          if (s.state !== 2) call(handlers.drain, s);
+          return;
+        case JS_EVENT.close:
+          sockets[slot] = undefined;
+          notifyClose(s, s.terminated ? undefined : closeError(len));
+          return;
+      }
+    };
+  };
+
+  /**
+   * A turn on loop i: handle its events batch by batch, publishing commands after each, until it has
+   * none left (then JS says it sleeps, and the loop's doorbell brings the next ones) or the turn's
+   * batches are used up (then another turn is scheduled at once, so the event loop gets a say).
+   */
+  const turn = (i: number) => {
+    const ctx = loops[i];
+    if (freed || !ctx) return;
+    dispatching++;
+    try {
+      for (let b = 0; b < BATCHES_PER_TURN; b++) {
+        const n = ctx.channel.consume(visitors[i]!);
+        flushAll();
+        if (n === 0 && ctx.channel.sleep()) return;
+      }
+    } finally {
+      dispatching--;
+    }
+    if (!ctx.scheduled) {
+      ctx.scheduled = true;
+      setImmediate(() => {
+        ctx.scheduled = false;
+        turn(i);
+      });
+    }
+  };
+
+  let native: NativeHandlerServer;
+  try {
+    native = startHandlerNative({ ...o.config, backend: o.backend }, o.host, (loop) => turn(loop));
+  } catch (e) {
+    const ne = e as NativeError;
+    if (typeof ne.code !== "number") throw e;
+    throw toError(ne, o.backend, o.host, o.config.port);
+  }
+  loops = native.channels.map(
+    (nc, index): LoopContext => ({
+      index,
+      channel: openChannel(nc),
+      sent: nc.sent,
+      highWaterMark: o.highWaterMark,
+      touched,
+      sockets: [],
+      scheduled: false,
+    }),
+  );
+  const visitors = loops.map(dispatcher);
+  // Events may already wait (connections queued before start); each turn ends by sleeping.
+  for (let i = 0; i < loops.length; i++) turn(i);
+
+  // The loops run on native threads: this timer keeps the process alive while listening.
+  const keepAlive = setInterval(() => {}, 1 << 30);
+  let resolveClosed!: () => void;
+  const closed = new Promise<void>((r) => (resolveClosed = r));
+
+  const control = stopControl(native, o.config.drainMs, {
+    beforeFree() {
+      // The loops are gone: deliver what they published last (their CLOSEs), then close whatever a
+      // full event ring kept from us.
+      dispatching++;
+      try {
+        for (let i = 0; i < loops.length; i++) while (loops[i]!.channel.consume(visitors[i]!) > 0);
+        for (const ctx of loops) {
+          for (const s of ctx.sockets) if (s) notifyClose(s, undefined);
+          ctx.sockets.length = 0;
+        }
+      } finally {
+        dispatching--;
+        freed = true;
+      }
+    },
+    afterFree() {
+      clearInterval(keepAlive);
+      if (retryTimer) clearTimeout(retryTimer);
+      resolveClosed();
+    },
+  });
+  const stop = (options?: { drainMs?: number } | boolean): Promise<void> => {
+    if (options === true) return control.stop({ drainMs: 0 });
+    if (options === false || options === undefined) return control.stop();
+    return control.stop(options);
+  };
+  return {
+    port: native.port,
+    hostname: o.host,
+    backend: o.backend,
+    threads: native.threads,
+    get stopped() {
+      return control.stopped();
+    },
+    stats: control.stats,
+    stop,
+    closed,
+    [Symbol.asyncDispose]: () => stop(),
+  };
+}

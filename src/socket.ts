@@ -1,0 +1,209 @@
+// socket.ts — the Socket listen() hands to handlers: one per connection, shaped like Bun.listen's
+// socket (write/end/terminate/shutdown/pause/resume/flush, data, readyState, remoteAddress...), turning
+// calls into commands on its loop's channel (src/channel.ts).
+//
+// A class rather than the project's usual object-of-closures: a server may hold tens of thousands of
+// these, and a class keeps one copy of the ten methods on the prototype instead of ten closures per
+// connection; the fields the dispatcher (src/listen.ts) updates are plain properties.
+import { JS_COMMAND } from "../ffi/server.ts";
+import type { Channel } from "./channel.ts";
+
+export type ReadyState = "open" | "closing" | "closed";
+
+/** What a socket needs from its loop: the channel, the loop's sent[] counters and the write limit. */
+export interface SocketContext {
+  readonly channel: Channel;
+  /** sent[slot]: bytes the loop handed to the kernel for the slot's current connection. */
+  readonly sent: Uint32Array;
+  /** Bytes a connection may have written but not yet handed to the kernel before write() takes less. */
+  readonly highWaterMark: number;
+  /** Called after a command was queued: makes sure it gets published (now or at the end of the tick). */
+  touched(): void;
+}
+
+/** Data write() accepts. */
+export type WriteData = string | ArrayBufferView | ArrayBuffer;
+
+/** The socket given to listen()'s handlers. */
+export interface Socket<Data = undefined> {
+  /**
+   * Queues bytes for the peer (a string is sent as UTF-8; byteOffset/byteLength select part of a
+   * buffer, or for a string a range of UTF-16 units). Returns how many bytes it took: less than
+   * given when this connection already has highWaterMark bytes not yet handed to the kernel or the
+   * loop's send area is full, and then drain(socket) is called once there is room again; -1 once
+   * the socket is closing or closed.
+   */
+  write(data: WriteData, byteOffset?: number, byteLength?: number): number;
+  /** Writes `data` if given (returning write()'s result), then ends: FIN once every written byte is out. */
+  end(data?: WriteData, byteOffset?: number, byteLength?: number): number;
+  /** Closes now with a reset (RST); bytes not yet sent are lost. */
+  terminate(): void;
+  /** FIN once every written byte is out; the socket can still receive. (halfClose is accepted for Bun.listen's signature.) */
+  shutdown(halfClose?: boolean): void;
+  /** Stops reading from the peer (data events stop; TCP backpressure reaches the peer). */
+  pause(): void;
+  /** Reads again after pause(). */
+  resume(): void;
+  /** Not implemented yet: accepted and ignored (use the server's idleTimeoutMs). */
+  timeout(seconds: number): void;
+  /** Publishes this loop's queued commands now and wakes the loop (write() does this by the end of the tick anyway). */
+  flush(): void;
+  /** Handler state, free for the handlers to set. */
+  data: Data;
+  readonly readyState: ReadyState;
+  /** Bytes write() and end() accepted on this connection. */
+  readonly bytesWritten: number;
+  readonly remoteAddress: string;
+  readonly remotePort: number;
+  readonly remoteFamily: "IPv4" | "IPv6";
+}
+
+const OPEN = 0;
+const CLOSING = 1;
+const CLOSED = 2;
+const STATES: readonly ReadyState[] = ["open", "closing", "closed"];
+
+function checkRange(what: string, value: unknown, max: number): number {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 0 || value > max) {
+    throw new RangeError(`bunring: socket.write ${what} must be an integer from 0 to ${max}, got ${String(value)}`);
+  }
+  return value;
+}
+
+/** Bytes of a BufferSource, narrowed by byteOffset/byteLength (checked against its size). */
+function bytesOf(data: ArrayBufferView | ArrayBuffer, byteOffset?: number, byteLength?: number): Uint8Array {
+  let bytes: Uint8Array;
+  if (data instanceof Uint8Array) bytes = data;
+  else if (ArrayBuffer.isView(data)) bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  else if ((data as unknown) instanceof ArrayBuffer || (data as unknown) instanceof SharedArrayBuffer) bytes = new Uint8Array(data);
+  else throw new TypeError(`bunring: socket.write takes a string, an ArrayBufferView or an ArrayBuffer, got ${typeof data}`);
+  if (byteOffset === undefined && byteLength === undefined) return bytes;
+  const start = byteOffset === undefined ? 0 : checkRange("byteOffset", byteOffset, bytes.length);
+  const length = byteLength === undefined ? bytes.length - start : checkRange("byteLength", byteLength, bytes.length - start);
+  return bytes.subarray(start, start + length);
+}
+
+function textOf(data: string, offset?: number, length?: number): string {
+  if (offset === undefined && length === undefined) return data;
+  const start = offset === undefined ? 0 : checkRange("byteOffset", offset, data.length);
+  const n = length === undefined ? data.length - start : checkRange("byteLength", length, data.length - start);
+  return data.slice(start, start + n);
+}
+
+export class HandlerSocket<Data = undefined> implements Socket<Data> {
+  data: Data;
+  /** 0 open, 1 closing (we ended), 2 closed (closed, or terminated by us). */
+  state = OPEN;
+  /** Bytes this connection wrote, as a free-running u32 (compared with sent[slot]). */
+  written = 0;
+  bytesWritten = 0;
+  /** A WANT_DRAIN is queued and its DRAIN has not come yet. */
+  drainRequested = false;
+  paused = false;
+  /** terminate() was called here: the close that follows is ours, not an error. */
+  terminated = false;
+  /** close(socket) has been called (exactly once). */
+  closeNotified = false;
+  /** The peer's FIN came. */
+  peerEnded = false;
+
+  constructor(
+    readonly ctx: SocketContext,
+    readonly slot: number,
+    readonly gen: number,
+    readonly remoteAddress: string,
+    readonly remotePort: number,
+    readonly remoteFamily: "IPv4" | "IPv6",
+    data: Data,
+  ) {
+    this.data = data;
+  }
+
+  get readyState(): ReadyState {
+    return STATES[this.state]!;
+  }
+
+  /** Bytes written but not yet handed to the kernel (in tx, in the command ring or in the loop's queue). */
+  queued(): number {
+    return (this.written - Atomics.load(this.ctx.sent, this.slot)) >>> 0;
+  }
+
+  write(data: WriteData, byteOffset?: number, byteLength?: number): number {
+    if (this.state !== OPEN) return -1;
+    const allowance = this.ctx.highWaterMark - this.queued();
+    let taken: number;
+    let all: boolean;
+    if (typeof data === "string") {
+      const text = textOf(data, byteOffset, byteLength);
+      if (text.length === 0) return 0;
+      const r = allowance > 0 ? this.ctx.channel.writeString(this.slot, this.gen, text, allowance) : { bytes: 0, chars: 0 };
+      taken = r.bytes;
+      all = r.chars === text.length;
+    } else {
+      const bytes = bytesOf(data, byteOffset, byteLength);
+      if (bytes.length === 0) return 0;
+      taken = allowance > 0 ? this.ctx.channel.writeBytes(this.slot, this.gen, bytes, allowance) : 0;
+      all = taken === bytes.length;
+    }
+    if (taken > 0) {
+      this.written = (this.written + taken) >>> 0;
+      this.bytesWritten += taken;
+      this.ctx.touched();
+    }
+    if (!all) this.wantDrain();
+    return taken;
+  }
+
+  end(data?: WriteData, byteOffset?: number, byteLength?: number): number {
+    if (this.state !== OPEN) return data === undefined ? 0 : -1;
+    const n = data === undefined ? 0 : this.write(data, byteOffset, byteLength);
+    this.shutdown();
+    return n;
+  }
+
+  shutdown(_halfClose?: boolean): void {
+    if (this.state !== OPEN) return;
+    this.state = CLOSING;
+    this.command(JS_COMMAND.end);
+  }
+
+  terminate(): void {
+    if (this.state === CLOSED) return;
+    this.state = CLOSED;
+    this.terminated = true;
+    this.command(JS_COMMAND.terminate);
+  }
+
+  pause(): void {
+    if (this.state === CLOSED || this.paused) return;
+    this.paused = true;
+    this.command(JS_COMMAND.pause);
+  }
+
+  resume(): void {
+    if (this.state === CLOSED || !this.paused) return;
+    this.paused = false;
+    this.command(JS_COMMAND.resume);
+  }
+
+  timeout(_seconds: number): void {
+    // Not implemented yet: per-socket timeouts need a timer per connection in the C loop. The
+    // server-wide idleTimeoutMs closes idle connections meanwhile.
+  }
+
+  flush(): void {
+    this.ctx.channel.publish();
+  }
+
+  /** Asks the loop for a DRAIN event once this connection has nothing left to send (once per wait). */
+  wantDrain(): void {
+    if (this.drainRequested || this.state === CLOSED) return;
+    this.drainRequested = true;
+    this.command(JS_COMMAND.wantDrain);
+  }
+
+  private command(type: number): void {
+    this.ctx.channel.command(type, this.slot, this.gen);
+    this.ctx.touched();
+  }
+}
