@@ -287,7 +287,7 @@ typedef struct bunring_server bunring_server;
  * literal. Returns NULL with err filled on any failure, having released everything it took. */
 BUNRING_API bunring_server *bunring_server_start(const struct bunring_config *cfg, const char *host,
                                                  struct bunring_error *err);
-/* Handler mode: start with a doorbell (BUNRING_FLAG_HANDLER must be set; epoll backend). */
+/* Handler mode: start with a doorbell (BUNRING_FLAG_HANDLER must be set; either backend). */
 BUNRING_API bunring_server *bunring_server_start_handler(const struct bunring_config *cfg, const char *host,
                                                          bunring_js_doorbell doorbell, struct bunring_error *err);
 /* Handler mode: loop i's channel, its sent[] array (max_connections entries) and a wake for its loop. */

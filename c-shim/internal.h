@@ -35,6 +35,7 @@ enum conn_flag {
     CONN_JS_END = 1u << 11,       /* handler mode: JS asked for FIN once its bytes are out */
     CONN_JS_WANT_DRAIN = 1u << 12, /* handler mode: send a DRAIN event once nothing is queued */
     CONN_JS_PAUSED = 1u << 13,    /* handler mode: JS paused reading */
+    CONN_JS_UNOPENED = 1u << 14,  /* handler mode: accepted, OPEN not yet published (JS is behind) */
 };
 
 struct conn {
@@ -242,6 +243,9 @@ bool js_room_waiting(struct loop *l);    /* connections wait for room, and there
 void js_sleep_end(struct loop *l);
 void js_count_sent(struct loop *l, struct conn *c, uint32_t n); /* sent[slot] += n, for JS */
 void js_open(struct loop *l, struct conn *c, uint32_t at);       /* OPEN, peer address at rx offset `at` */
+/* OPEN when the channel has room; else the connection is marked unopened and waits (starved list,
+ * nothing read from it) until JS has consumed. true: opened. */
+bool js_try_open(struct loop *l, struct conn *c);
 
 /* ---- backends ---- */
 int uring_setup(struct loop *l, struct bunring_error *err); /* on the loop thread */

@@ -140,6 +140,9 @@ void js_sleep_begin(struct loop *l)
 {
     __atomic_store_n(&l->js->c_wants_room, l->starved_head != NO_SLOT ? 1u : 0u, __ATOMIC_RELAXED);
     __atomic_store_n(&l->js->c_sleeping, 1, __ATOMIC_SEQ_CST);
+    /* The re-checks that follow (command tail, ev_head, rx_head) must not be ordered before this
+     * store, on any architecture: JS stores those words and then reads c_sleeping. */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
 }
 
 bool js_room_waiting(struct loop *l)
@@ -184,4 +187,17 @@ void js_open(struct loop *l, struct conn *c, uint32_t at)
         memcpy(out + 2, &port, 2);
     }
     js_event(l, BUNRING_JS_EV_OPEN, c, at, BUNRING_JS_PEER_ADDRESS_BYTES);
+}
+
+bool js_try_open(struct loop *l, struct conn *c)
+{
+    uint32_t at = 0;
+    if (!js_event_room(l, false) || js_rx_room(l, &at) < BUNRING_JS_PEER_ADDRESS_BYTES) {
+        c->flags |= CONN_JS_UNOPENED;
+        starved_push(l, c);
+        return false;
+    }
+    c->flags &= ~(uint32_t)CONN_JS_UNOPENED;
+    js_open(l, c, at);
+    return true;
 }

@@ -70,7 +70,7 @@ static void give_buffer(struct loop *l, uint16_t bid)
 
 static void close_conn(struct loop *l, struct conn *c, enum bunring_stat reason)
 {
-    if (l->js) {
+    if (l->js && !(c->flags & CONN_JS_UNOPENED)) { /* JS never saw an unopened one */
         if (js_event_room(l, true))
             js_event(l, BUNRING_JS_EV_CLOSE, c, 0, (uint32_t)reason);
         else
@@ -342,16 +342,14 @@ static void accept_all(struct loop *l)
             }
             return;
         }
-        uint32_t at = 0;
-        bool js_full = l->js && (!js_event_room(l, false) || js_rx_room(l, &at) < BUNRING_JS_PEER_ADDRESS_BYTES);
-        struct conn *c = js_full ? NULL : conn_open(l, fd);
+        struct conn *c = conn_open(l, fd);
         if (!c) {
+            stat_add(l, BUNRING_STAT_CONN_REJECTED, 1); /* counted before the peer can see the close */
             close(fd);
-            stat_add(l, BUNRING_STAT_CONN_REJECTED, 1);
             continue;
         }
         if (l->js)
-            js_open(l, c, at);
+            js_try_open(l, c); /* when JS is behind, OPEN (and reading) waits for room */
         /* TCP_NODELAY is inherited from the listener (set before listen). */
         struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET, .data.u64 = conn_tag(l, c)};
         if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
@@ -448,6 +446,8 @@ static bool js_read(struct loop *l, struct conn *c)
 {
     if ((c->flags & CONN_WR_SHUT) && (c->flags & CONN_DRAINING))
         return discard_input(l, c);
+    if ((c->flags & CONN_JS_UNOPENED) && !js_try_open(l, c))
+        return true; /* still no room for OPEN: waits on the starved list */
     while (!(c->flags & (CONN_PEER_EOF | CONN_DRAINING | CONN_JS_PAUSED))) {
         if (conn_over_limit(l, c)) { /* JS wrote more than the peer reads: stop reading it */
             conn_pause(l, c);

@@ -203,7 +203,7 @@ static void close_conn(struct loop *l, struct conn *c, enum bunring_stat reason)
     conn_unpause(l, c); /* no longer a candidate for the stall policy */
     if (c->flags & CONN_CLOSING)
         return;
-    if (l->js) {
+    if (l->js && !(c->flags & CONN_JS_UNOPENED)) { /* JS never saw an unopened one */
         if (js_event_room(l, true))
             js_event(l, BUNRING_JS_EV_CLOSE, c, 0, (uint32_t)reason);
         else
@@ -268,15 +268,11 @@ static void on_accept(struct loop *l, struct io_uring_cqe *cqe)
         l->accept_armed = false;
     if (cqe->res >= 0) {
         int fd = cqe->res;
-        uint32_t at = 0;
-        bool js_full = l->js && (!js_event_room(l, false) || js_rx_room(l, &at) < BUNRING_JS_PEER_ADDRESS_BYTES);
-        struct conn *c = l->stopping || js_full ? NULL : conn_open(l, fd);
-        if (c && l->js)
-            js_open(l, c, at);
+        struct conn *c = l->stopping ? NULL : conn_open(l, fd);
         if (!c) {
-            close_fd(l, fd);
             stat_add(l, l->stopping ? BUNRING_STAT_CONN_REFUSED_STOPPING : BUNRING_STAT_CONN_REJECTED, 1);
-        } else {
+            close_fd(l, fd);
+        } else if (!l->js || js_try_open(l, c)) { /* when JS is behind, OPEN and receiving wait for room */
             arm_recv(l, c); /* TCP_NODELAY is inherited from the listener (set before listen) */
         }
     } else if (cqe->res == -ENFILE && l->fixed_files) {
@@ -661,6 +657,8 @@ static void js_wake_starved(struct loop *l)
     while (js_event_room(l, false) && js_rx_room(l, &at) > 0 && (c = starved_pop(l)) != NULL) {
         if (c->flags & CONN_CLOSING)
             continue;
+        if ((c->flags & CONN_JS_UNOPENED) && !js_try_open(l, c))
+            return; /* back on the list: no room for OPEN yet */
         if (!js_flush_backlog(l, c)) {
             starved_push(l, c);
             return;

@@ -1,6 +1,8 @@
 // sanitizers.test.ts — part of `bun test`: builds the C driver with ASan+UBSan and plain
 // (`bash tests/c/build.sh`), runs driver-asan (both backends, threads 1 and 2: echo with
-// byte-exact checks, half-close, a reset, stop under load, start failures, free while running) with
+// byte-exact checks, half-close, a reset, stop under load, start failures, free while running; and in
+// handler mode, with the driver playing the JS side of the channel: echo, half-close, terminate, a
+// stalled reader closed by the stall policy, stop under load) with
 // leak detection and halt-on-error, and driver-plain under valgrind memcheck with a smaller load.
 // Each must exit 0 with no sanitizer or valgrind finding in its output. See tests/c/run-sanitizers.ts.
 import { beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
