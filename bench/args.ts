@@ -1,6 +1,6 @@
 // args.ts — `bun run bench` flags: strict parsing, validation whose messages name the flag, the value
 // and the allowed range (UsageError → exit 2), and the presets (--quick, --large) resolved into one
-// plain settings object for run.ts: which workloads (echo, resp), which targets speak each, the
+// plain settings object for run.ts: which workloads (echo, resp, js-echo), which targets speak each, the
 // baseline of each workload, and the matrix (connections, lengths or pipeline depths, repetitions).
 import { LOADGEN_LIMITS, type LoadgenIo } from "../ffi/loadgen.ts";
 import { integerFlag, parseFlags, secondsFlag, UsageError } from "../src/flags.ts";
@@ -17,16 +17,19 @@ server process pinned to CPU 0 with the client on the other CPUs. Prints one Mar
 workload; writes JSON, Markdown and SVG (one chart per workload).
 
 Workloads:
-  echo   the echo servers; each message comes back verified byte for byte (pipeline 1)
-  resp   RESP2 servers, each run twice: resp-get (GETs of keys SET before the run, bulk replies
-         verified) and resp-set (SETs, +OK verified), at every --pipeline depth
+  echo     the echo servers; each message comes back verified byte for byte (pipeline 1)
+  resp     RESP2 servers, each run twice: resp-get (GETs of keys SET before the run, bulk replies
+           verified) and resp-set (SETs, +OK verified), at every --pipeline depth
+  js-echo  echo traffic (as echo) served by one JS handler module (examples/js-echo.ts's
+           echoHandler) on bunring's listen() (uring, epoll) and on Bun.listen; run together with
+           echo, the two workloads' targets are interleaved in one rotation
 
 Options:
-  --workload LIST         echo (default), resp, or echo,resp
-  --quick                 connections 1,256 (echo) and 1,50 (resp); 2 s runs, 0.5 s warm-up, 2 repetitions
+  --workload LIST         echo (default), resp, js-echo, or a list such as echo,js-echo
+  --quick                 connections 1,256 (echo, js-echo) and 1,50 (resp); 2 s runs, 0.5 s warm-up, 2 repetitions
   --large                 also 10000 connections
   --connections LIST      e.g. 1,256 (each 1..${LOADGEN_LIMITS.maxConnections}; default 1,256,512,1024 for echo,
-                          1,50,256,1024 for resp)
+                          1,50,256,1024 for resp; echo's for js-echo)
   --length LIST           echo message bytes, e.g. 1024 (default) or 64,1024 (each 1..${LOADGEN_LIMITS.maxLength})
   --pipeline LIST         resp: requests in flight per connection, e.g. 1,16 (default; each 1..${LOADGEN_LIMITS.maxPipeline})
   --key-space N           resp: keys, 1..${RESP_LIMITS.maxKeySpace} (default ${RESP_DEFAULTS.keySpace})
@@ -41,11 +44,11 @@ Options:
   --target NAME=CMD@PORT  add an external server: CMD is run with sh -c 'exec CMD' (so the server
                           is the measured process) and must listen on 127.0.0.1:PORT (PORT is also
                           in its environment); an echo server unless --target-workload says; repeatable
-  --target-workload NAME=resp   the external target NAME speaks RESP (echo|resp); repeatable
+  --target-workload NAME=resp   the external target NAME's workload (echo|resp|js-echo); repeatable
   --baseline LIST         ratios are relative to these targets, one per workload: workload=NAME
                           pairs (e.g. echo=bun-listen,resp=resp-redis-server) or a bare NAME for
-                          its own workload (defaults: echo bun-listen, resp resp-bun-listen, else
-                          the first target of the workload)
+                          its own workload (defaults: echo bun-listen, resp resp-bun-listen,
+                          js-echo js-echo-bun-listen, else the first target of the workload)
   --out FILE              JSON results (default bench/results/latest.json); FILE.md and FILE.svg beside it
   -h, --help              show this help
 
@@ -125,7 +128,11 @@ export function parseBenchArgs(argv: string[]): BenchSettings {
     if (values.large && !list.includes(10_000)) list.push(10_000);
     return list;
   };
-  const connections = { echo: connectionsFor([1, 256, 512, 1024], [1, 256]), resp: connectionsFor([1, 50, 256, 1024], [1, 50]) };
+  const connections = {
+    echo: connectionsFor([1, 256, 512, 1024], [1, 256]),
+    resp: connectionsFor([1, 50, 256, 1024], [1, 50]),
+    "js-echo": connectionsFor([1, 256, 512, 1024], [1, 256]),
+  };
 
   const external = (values.target ?? []).map((raw) => parseTargetFlag(raw, UsageError));
   for (const [i, t] of external.entries()) {
@@ -174,7 +181,7 @@ export function parseBenchArgs(argv: string[]): BenchSettings {
     }
     baselines[w as WorkloadFamily] = name;
   }
-  const defaultBaseline: Record<WorkloadFamily, string> = { echo: "bun-listen", resp: "resp-bun-listen" };
+  const defaultBaseline: Record<WorkloadFamily, string> = { echo: "bun-listen", resp: "resp-bun-listen", "js-echo": "js-echo-bun-listen" };
   for (const w of workloads) {
     const among = selected.filter((n) => workloadOf.get(n) === w);
     baselines[w] ??= among.includes(defaultBaseline[w]) ? defaultBaseline[w] : among[0]!;

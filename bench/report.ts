@@ -1,9 +1,9 @@
 // report.ts — the bench's outputs: the JSON document (machine, command, settings, one entry per cell,
 // the raw runs, and warnings about other load on the machine) and the Markdown printed at the end and
-// written beside the JSON: one table per workload, each figure next to the client's and the server's
-// CPU share and the load average at the cell's start and end.
+// written beside the JSON: one table per workload (echo, js-echo, resp-get, resp-set), each figure
+// next to the client's and the server's CPU share and the load average at the cell's start and end.
 import type { MachineInfo } from "./procfs.ts";
-import type { Cell, RunSample, RunWorkload } from "./summary.ts";
+import { WORKLOAD_ORDER, type Cell, type RunSample, type RunWorkload } from "./summary.ts";
 
 export interface RunSettings {
   workloads: string[];
@@ -62,8 +62,8 @@ function cellJson(c: Cell) {
 
 /** A cell's label in warnings. */
 export function cellLabel(c: { workload: RunWorkload; target: string; connections: number; length: number; pipeline: number }): string {
-  return c.workload === "echo"
-    ? `${c.target} echo c=${c.connections} len=${c.length}`
+  return c.workload === "echo" || c.workload === "js-echo"
+    ? `${c.target} ${c.workload} c=${c.connections} len=${c.length}`
     : `${c.target} ${c.workload} c=${c.connections} P=${c.pipeline}`;
 }
 
@@ -108,6 +108,7 @@ const load = (l: Cell["loadAvg"]) => `${fixed(l.start, 2)}→${fixed(l.end, 2)}`
 
 const TITLES: Record<RunWorkload, string> = {
   echo: "echo",
+  "js-echo": "js-echo (echo traffic; one handler module, examples/js-echo.ts's echoHandler, on bunring's listen() and on Bun.listen)",
   "resp-get": "resp-get (RESP2 GET of keys SET before the run; bulk replies verified)",
   "resp-set": "resp-set (RESP2 SET; +OK verified)",
 };
@@ -115,7 +116,7 @@ const TITLES: Record<RunWorkload, string> = {
 function table(doc: BenchDocument, cells: Cell[], workload: RunWorkload): string[] {
   const s = doc.settings;
   const base = cells[0]?.vsBaseline.baseline ?? "";
-  const echo = workload === "echo";
+  const echo = workload === "echo" || workload === "js-echo";
   const lines = [
     `## ${TITLES[workload]}`,
     "",
@@ -177,7 +178,7 @@ export function markdown(doc: BenchDocument, cells: Cell[]): string {
       `means the client, not the server, was the limit); load avg = 1-minute load average before the cell's first run → ` +
       `after its last.`,
   ];
-  for (const workload of ["echo", "resp-get", "resp-set"] as const) {
+  for (const workload of WORKLOAD_ORDER) {
     const these = cells.filter((c) => c.workload === workload);
     if (these.length > 0) lines.push("", ...table(doc, these, workload));
   }

@@ -1,8 +1,9 @@
-// run.ts — `bun run bench`: the benchmark matrix. Per workload (echo: every length; resp: resp-get
-// and resp-set at every pipeline depth) × connection count, repetition after repetition, each target
-// of that workload runs in turn (A B C D A B C D ...) on a fresh server process pinned to the first
-// CPU (resp-get SETs its keys first), while the load generator drives it from the other CPU(s) and
-// samples the server's CPU time at the edges of the measured interval. Around each run the bench
+// run.ts — `bun run bench`: the benchmark matrix. Per workload (echo and js-echo: every length; resp:
+// resp-get and resp-set at every pipeline depth) × connection count, repetition after repetition, each
+// target of that workload runs in turn (A B C D A B C D ...; echo and js-echo, both echo traffic, share
+// one rotation when run together) on a fresh server process pinned to the first CPU (resp-get SETs
+// its keys first), while the load generator drives it from the other CPU(s) and samples the server's
+// CPU time at the edges of the measured interval. Around each run the bench
 // reads the load average and every other process's CPU time (to warn when something competed). A
 // live progress line goes to stderr; at the end the Markdown tables go to stdout and JSON + Markdown +
 // SVG are written (--out).
@@ -15,7 +16,7 @@ import { allowedCpus, competitors, loadAverage, machineInfo, peakRssMiB, pinSelf
 import { benchDocument, loadWarnings, markdown, type RunSettings } from "./report.ts";
 import { summarize, type RunSample, type RunWorkload } from "./summary.ts";
 import { svgChart } from "./svg.ts";
-import { builtinTargets, externalTarget, freePort, startServer, type Pinning, type ServerProcess, type Target } from "./targets.ts";
+import { builtinTargets, ECHO_TRAFFIC, externalTarget, freePort, startServer, type Pinning, type ServerProcess, type Target } from "./targets.ts";
 import { respWorkload, type Workload } from "./workloads.ts";
 
 const root = resolve(import.meta.dir, "..");
@@ -46,9 +47,26 @@ function plan(settings: BenchSettings, targets: Target[]): PlannedRun[] {
       }
     }
   };
+  let echoTrafficDone = false;
   for (const family of settings.workloads) {
-    if (family === "echo") {
-      for (const length of settings.lengths) add("echo", length, 1, settings.connections.echo, "echo");
+    if (ECHO_TRAFFIC.includes(family)) {
+      // echo and js-echo: one rotation over both workloads' targets (C echo beside JS echo, same moment).
+      if (echoTrafficDone) continue;
+      echoTrafficDone = true;
+      const families = settings.workloads.filter((f) => ECHO_TRAFFIC.includes(f));
+      const connectionList = [...new Set(families.flatMap((f) => settings.connections[f]))].sort((a, b) => a - b);
+      for (const length of settings.lengths) {
+        for (const connections of connectionList) {
+          for (let rep = 0; rep < settings.reps; rep++) {
+            for (const target of targets) {
+              const f = target.workload;
+              if (families.includes(f) && settings.connections[f].includes(connections)) {
+                runs.push({ workload: f as "echo" | "js-echo", target, connections, length, pipeline: 1, rep });
+              }
+            }
+          }
+        }
+      }
     } else {
       for (const op of ["resp-get", "resp-set"] as const) {
         for (const pipeline of settings.pipelines) add(op, settings.valueSize, pipeline, settings.connections.resp, "resp");
@@ -167,7 +185,7 @@ async function main(): Promise<number> {
   // The RESP tables, built once (resp-get's prepare SETs the keys on each fresh server).
   const respWorkloads = new Map<RunWorkload, Workload>();
   const workloadFor = (w: RunWorkload): Workload | null => {
-    if (w === "echo") return null;
+    if (w === "echo" || w === "js-echo") return null;
     if (!respWorkloads.has(w)) respWorkloads.set(w, respWorkload(w, settings.keySpace, settings.valueSize));
     return respWorkloads.get(w)!;
   };
@@ -208,7 +226,7 @@ async function main(): Promise<number> {
     lastDraw = now;
     const done = i / runs.length;
     const eta = done > 0 ? ((now - t0) / 1000 / done) * (1 - done) : runs.length * perRunS;
-    const shape = run.workload === "echo" ? `len=${run.length}` : `${run.workload} P=${run.pipeline}`;
+    const shape = run.workload === "echo" || run.workload === "js-echo" ? `len=${run.length}` : `${run.workload} P=${run.pipeline}`;
     const head = `[${String(i + 1).padStart(String(runs.length).length)}/${runs.length}] ${run.target.name} ` +
       `c=${run.connections} ${shape} rep ${run.rep + 1}/${settings.reps}`;
     const line = `${head}: ${status} | ETA ${clock(eta)}`;

@@ -5,13 +5,17 @@
 // and CPU per request to the baseline target's cell of the same workload.
 import type { Competitor } from "./procfs.ts";
 
-/** echo, or one of the request/response workloads (resp-get, resp-set). */
-export type RunWorkload = "echo" | "resp-get" | "resp-set";
+/** echo, js-echo (echo traffic to JS handlers), or one of the request/response workloads (resp-get, resp-set). */
+export type RunWorkload = "echo" | "js-echo" | "resp-get" | "resp-set";
+export type Family = "echo" | "resp" | "js-echo";
 
 /** The family whose baseline a workload's ratios use (resp-get and resp-set: resp). */
-export function familyOf(w: RunWorkload): "echo" | "resp" {
-  return w === "echo" ? "echo" : "resp";
+export function familyOf(w: RunWorkload): Family {
+  return w === "resp-get" || w === "resp-set" ? "resp" : w;
 }
+
+/** Order of the workloads in tables and charts. */
+export const WORKLOAD_ORDER: readonly RunWorkload[] = ["echo", "js-echo", "resp-get", "resp-set"];
 
 /** One run: one fresh server, one load. reqPerSec counts verified replies per second. */
 export interface RunSample {
@@ -85,8 +89,8 @@ function medianOrNull(values: (number | null)[]): number | null {
   return present.length > 0 ? median(present) : null;
 }
 
-/** baselines: target per family ("echo", "resp"). Samples are in run order. */
-export function summarize(samples: RunSample[], targetOrder: string[], baselines: Partial<Record<"echo" | "resp", string>>): Cell[] {
+/** baselines: target per family ("echo", "resp", "js-echo"). Samples are in run order. */
+export function summarize(samples: RunSample[], targetOrder: string[], baselines: Partial<Record<Family, string>>): Cell[] {
   const key = (w: string, t: string, c: number, l: number, p: number) => `${w}\u0000${t}\u0000${c}\u0000${l}\u0000${p}`;
   const groups = new Map<string, RunSample[]>();
   for (const s of samples) {
@@ -144,7 +148,7 @@ export function summarize(samples: RunSample[], targetOrder: string[], baselines
     const i = targetOrder.indexOf(t);
     return i < 0 ? targetOrder.length : i;
   };
-  const wOrder = (w: RunWorkload) => ["echo", "resp-get", "resp-set"].indexOf(w);
+  const wOrder = (w: RunWorkload) => WORKLOAD_ORDER.indexOf(w);
   return cells.sort(
     (a, b) =>
       wOrder(a.workload) - wOrder(b.workload) ||

@@ -1,8 +1,8 @@
 // svg.ts — hand-written SVG charts of the results, one per workload, stacked in one file: req/s
 // (median) against connections, one line per target with min–max bars, one panel per message length
-// (echo) or pipeline depth (resp-get, resp-set), categorical x axis (connection counts are evenly
+// (echo, js-echo) or pipeline depth (resp-get, resp-set), categorical x axis (connection counts are evenly
 // spaced whatever their values), axis labels, gridlines and a legend.
-import type { Cell, RunWorkload } from "./summary.ts";
+import { WORKLOAD_ORDER, type Cell } from "./summary.ts";
 
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f"];
 const W = 820;
@@ -87,12 +87,13 @@ interface Panel {
 /** One panel per length (echo) or pipeline depth (resp), workloads in order; targets per workload. */
 export function svgChart(cells: Cell[], targets: string[]): string {
   const panels: Panel[] = [];
-  for (const workload of ["echo", "resp-get", "resp-set"] as RunWorkload[]) {
+  for (const workload of WORKLOAD_ORDER) {
     const these = cells.filter((c) => c.workload === workload);
     const names = targets.filter((t) => these.some((c) => c.target === t));
-    if (workload === "echo") {
+    if (workload === "echo" || workload === "js-echo") {
+      const what = workload === "echo" ? "Echo" : "JS handler echo (js-echo)";
       for (const len of [...new Set(these.map((c) => c.length))].sort((a, b) => a - b)) {
-        panels.push({ title: `Echo throughput vs connections (${len}-byte messages)`, cells: these.filter((c) => c.length === len), targets: names });
+        panels.push({ title: `${what} throughput vs connections (${len}-byte messages)`, cells: these.filter((c) => c.length === len), targets: names });
       }
     } else {
       for (const p of [...new Set(these.map((c) => c.pipeline))].sort((a, b) => a - b)) {

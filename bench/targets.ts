@@ -2,7 +2,8 @@
 // RESP servers: a small one on Bun.listen and a real redis-server when installed), --target parsing,
 // starting one server process (fd limit raised to the hard limit, pinned to the server CPU with
 // taskset, wrapped so that the spawned pid *is* the server), waiting until it accepts a connection,
-// and stopping it (SIGTERM, then SIGKILL after a grace period).
+// and stopping it (SIGTERM, then SIGKILL after a grace period). The js-echo targets run one handler
+// module (examples/js-echo.ts's echoHandler) on bunring's listen() (both backends) and on Bun.listen.
 import type { Subprocess } from "bun";
 import { connect, createServer } from "node:net";
 import { readFileSync } from "node:fs";
@@ -10,11 +11,25 @@ import { resolve } from "node:path";
 
 const root = resolve(import.meta.dir, "..");
 
-/** What a target speaks: echo, or RESP (the bench's resp workload runs resp-get and resp-set on it). */
-export const WORKLOAD_FAMILIES = ["echo", "resp"] as const;
+/**
+ * What a target speaks: echo, RESP (the bench's resp workload runs resp-get and resp-set on it), or
+ * js-echo (echo traffic, the same load as echo, served by JS handlers: its own workload so that its
+ * ratios compare JS handlers on one runtime with the same handlers on another).
+ */
+export const WORKLOAD_FAMILIES = ["echo", "resp", "js-echo"] as const;
 export type WorkloadFamily = (typeof WORKLOAD_FAMILIES)[number];
 
-export const BUILTIN_NAMES = ["bunring-uring", "bunring-epoll", "bun-listen", "node-net", "resp-bun-listen", "resp-redis-server"] as const;
+export const BUILTIN_NAMES = [
+  "bunring-uring",
+  "bunring-epoll",
+  "bun-listen",
+  "node-net",
+  "resp-bun-listen",
+  "resp-redis-server",
+  "js-echo-bunring-uring",
+  "js-echo-bunring-epoll",
+  "js-echo-bun-listen",
+] as const;
 export type BuiltinName = (typeof BUILTIN_NAMES)[number];
 export const BUILTIN_WORKLOAD: Record<BuiltinName, WorkloadFamily> = {
   "bunring-uring": "echo",
@@ -23,7 +38,13 @@ export const BUILTIN_WORKLOAD: Record<BuiltinName, WorkloadFamily> = {
   "node-net": "echo",
   "resp-bun-listen": "resp",
   "resp-redis-server": "resp",
+  "js-echo-bunring-uring": "js-echo",
+  "js-echo-bunring-epoll": "js-echo",
+  "js-echo-bun-listen": "js-echo",
 };
+
+/** The families whose traffic is echo (the load generator's echo workload, --length bytes). */
+export const ECHO_TRAFFIC: readonly WorkloadFamily[] = ["echo", "js-echo"];
 
 export interface ExternalTarget {
   name: string;
@@ -81,6 +102,25 @@ export function builtinTargets(): Target[] {
     ],
     unavailable: null,
   });
+  const jsEcho = (runtime: "bunring-uring" | "bunring-epoll" | "bun-listen"): Target => ({
+    name: `js-echo-${runtime}`,
+    workload: "js-echo",
+    display: `bun bench/servers/js-echo.ts --runtime ${runtime} --port PORT`,
+    fixedPort: null,
+    argv: (port, cpu) => [
+      bun,
+      resolve(root, "bench/servers/js-echo.ts"),
+      "--runtime",
+      runtime,
+      "--host",
+      "127.0.0.1",
+      "--port",
+      String(port),
+      // Without taskset: bunring's loop thread is pinned by listen({ cpus }) (Bun.listen cannot be).
+      ...(cpu === null || runtime === "bun-listen" ? [] : ["--cpu", String(cpu)]),
+    ],
+    unavailable: null,
+  });
   return [
     bunring("uring"),
     bunring("epoll"),
@@ -130,6 +170,9 @@ export function builtinTargets(): Target[] {
       ],
       unavailable: redis ? null : "`redis-server` is not installed (Debian/Ubuntu: apt-get install redis-server)",
     },
+    jsEcho("bunring-uring"),
+    jsEcho("bunring-epoll"),
+    jsEcho("bun-listen"),
   ];
 }
 

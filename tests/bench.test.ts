@@ -3,6 +3,8 @@
 // the README promises), the Markdown table and the SVG chart; bad flags exit 2 with one line.
 // A tiny --workload resp run (resp-bun-listen, and resp-redis-server when installed) writes the same
 // documents with a workload and pipeline per entry, one table per workload, and the machine's load.
+// A tiny --workload echo,js-echo run: the js-echo targets (one handler module on bunring's listen()
+// and on Bun.listen) in one rotation with a C echo target, ratios against js-echo-bun-listen.
 // Speed is not asserted here: that is what the benchmark itself reports.
 import { afterAll, describe, expect, it, setDefaultTimeout } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -119,6 +121,60 @@ describe("bun run bench --workload resp on a tiny matrix", () => {
     const svg = readFileSync(join(dir, "resp.svg"), "utf8");
     expect(svg).toContain("resp-get throughput");
     expect(svg).toContain("resp-set throughput");
+  });
+});
+
+describe("bun run bench --workload echo,js-echo on a tiny matrix", () => {
+  // One handler module (examples/js-echo.ts) on bunring's listen() (both backends) and on Bun.listen,
+  // in one rotation with a C echo target.
+  const out = join(dir, "js-echo.json");
+  const jsTargets = ["js-echo-bunring-uring", "js-echo-bunring-epoll", "js-echo-bun-listen"];
+  const targets = ["bunring-uring", ...jsTargets];
+  const result = bench(
+    ["--workload", "echo,js-echo", "--targets", targets.join(","), "--connections", "1,4", "--reps", "1", "--duration", "0.3", "--warmup", "0", "--out", out],
+    100_000,
+  );
+
+  it("exits 0; js-echo entries per target × connections against js-echo-bun-listen, interleaved with echo, zero errors", async () => {
+    const r = await result;
+    expect({ code: r.code, stderr: r.stderr.split("\n").filter((l) => l.startsWith("bench:") && !l.includes("wrote") && !l.startsWith("bench: warning:")) })
+      .toEqual({ code: 0, stderr: [] });
+    const doc = JSON.parse(readFileSync(out, "utf8"));
+    expect(doc.settings).toMatchObject({
+      workloads: ["echo", "js-echo"],
+      connections: { echo: [1, 4], "js-echo": [1, 4] },
+      baselines: { echo: "bunring-uring", "js-echo": "js-echo-bun-listen" },
+    });
+    expect(doc.targets.map((t: { name: string; workload: string }) => `${t.name}:${t.workload}`)).toEqual([
+      "bunring-uring:echo",
+      ...jsTargets.map((t) => `${t}:js-echo`),
+    ]);
+    // One rotation: every target at 1 connection before any at 4.
+    expect(doc.samples.map((x: { target: string; connections: number }) => `${x.target}@${x.connections}`)).toEqual(
+      [1, 4].flatMap((c) => targets.map((t) => `${t}@${c}`)),
+    );
+    const runs = doc.runs as RunEntry[];
+    const js = runs.filter((e) => e.workload === "js-echo");
+    expect(js.map((e) => `${e.target}@${e.connections}`).sort()).toEqual(jsTargets.flatMap((t) => [`${t}@1`, `${t}@4`]).sort());
+    expect(runs.filter((e) => e.workload === "echo").map((e) => `${e.target}@${e.connections}`)).toEqual(["bunring-uring@1", "bunring-uring@4"]);
+    for (const e of js) {
+      expect(e.length).toBe(1024);
+      expect(e.pipeline).toBe(1);
+      expect(e.errors).toBe(0);
+      expect(e.reqPerSec.min).toBeGreaterThan(0);
+      expect(e.serverCpuUsPerReq).toBeGreaterThan(0);
+      expect(e.vsBaseline.baseline).toBe("js-echo-bun-listen");
+      if (e.target === "js-echo-bun-listen") expect(e.vsBaseline.reqPerSec).toBe(1);
+      else expect(e.vsBaseline.reqPerSec).toBeGreaterThan(0);
+      expect(e.clientCpuPct).toBeGreaterThan(0);
+      expect(e.serverCpuPct).toBeGreaterThan(0);
+    }
+    const md = readFileSync(join(dir, "js-echo.md"), "utf8");
+    expect(md).toMatch(/^## echo$/m);
+    expect(md).toMatch(/^## js-echo /m);
+    for (const t of jsTargets) expect(md).toMatch(new RegExp(`^\\| ${t} \\| 4 \\| 1024 \\|`, "m"));
+    const svg = readFileSync(join(dir, "js-echo.svg"), "utf8");
+    expect(svg).toContain("JS handler echo (js-echo) throughput");
   });
 });
 
