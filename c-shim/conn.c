@@ -94,13 +94,6 @@ int loop_alloc_tables(struct loop *l, struct bunring_error *err)
             set_error(err, -ENOMEM, "out of memory allocating %u send buffers of %u bytes", l->buf_count, l->buf_size);
             return -ENOMEM;
         }
-        uint32_t last = ids - 1 < NO_BUF ? ids - 1 : NO_BUF - 1u;
-        l->tx_free_head = NO_BUF;
-        for (uint32_t id = last + 1; id-- > l->buf_count;) {
-            l->buf_next[id] = l->tx_free_head;
-            l->tx_free_head = (uint16_t)id;
-            l->tx_free++;
-        }
     }
     /* Page-aligned so the kernel pins whole pages; untouched pages cost no memory until used. */
     l->buf_mem = loop_alloc_aligned(l, 4096, (size_t)l->buf_size * l->buf_count);
@@ -114,10 +107,15 @@ int loop_alloc_tables(struct loop *l, struct bunring_error *err)
     l->free_head = NO_SLOT;
     l->fresh_slots = 0;
     l->starved_head = NO_SLOT;
-    for (uint32_t i = 0; i < l->buf_count; i++)
-        l->buf_next[i] = (uint16_t)(i + 1 < l->buf_count ? i + 1 : NO_BUF);
-    l->free_buf_head = 0;
-    l->free_bufs = l->buf_count;
+    /* The buffers the loop fills itself: epoll's whole pool; on io_uring only handler mode's send
+     * buffers (the receive buffers belong to the kernel's ring). */
+    bool uring = cfg->backend == BUNRING_BACKEND_URING;
+    uint32_t first = uring ? l->buf_count : 0;
+    uint32_t end = uring ? (ids < NO_BUF ? ids : NO_BUF) : l->buf_count;
+    l->free_buf_head = NO_BUF;
+    l->free_bufs = 0;
+    for (uint32_t id = end; id-- > first;)
+        buf_give(l, (uint16_t)id);
 
     l->pause_bytes = cfg->max_pending_bytes;
     l->pause_buffers = conn_pause_buffers(cfg->max_pending_bytes, l->buf_size);
@@ -235,6 +233,52 @@ struct conn *conn_lookup(struct loop *l, uint32_t slot, uint32_t gen)
     if (!(c->flags & CONN_IN_USE) || c->gen != gen)
         return NULL;
     return c;
+}
+
+uint16_t buf_take(struct loop *l)
+{
+    uint16_t bid = l->free_buf_head;
+    l->free_buf_head = l->buf_next[bid];
+    l->free_bufs--;
+    return bid;
+}
+
+void buf_give(struct loop *l, uint16_t bid)
+{
+    l->buf_next[bid] = l->free_buf_head;
+    l->free_buf_head = bid;
+    l->free_bufs++;
+}
+
+uint32_t queue_room(const struct loop *l, const struct conn *c)
+{
+    uint64_t room = (uint64_t)l->free_bufs * l->buf_size;
+    if (c->q_tail != NO_BUF)
+        room += l->buf_size - l->buf_len[c->q_tail];
+    return room > UINT32_MAX ? UINT32_MAX : (uint32_t)room;
+}
+
+/* Appending to a buffer whose send is in flight is safe: that send carries the old length, and
+ * queue_consume accounts by the new one. */
+void queue_append(struct loop *l, struct conn *c, const uint8_t *data, uint32_t n)
+{
+    if (c->q_tail != NO_BUF) {
+        uint32_t used = l->buf_len[c->q_tail];
+        uint32_t k = l->buf_size - used < n ? l->buf_size - used : n;
+        memcpy(buf_addr(l, c->q_tail) + used, data, k);
+        l->buf_len[c->q_tail] += k;
+        c->pending += k;
+        data += k;
+        n -= k;
+    }
+    while (n > 0) {
+        uint16_t bid = buf_take(l);
+        uint32_t k = n < l->buf_size ? n : l->buf_size;
+        memcpy(buf_addr(l, bid), data, k);
+        queue_push(l, c, bid, k);
+        data += k;
+        n -= k;
+    }
 }
 
 void queue_push(struct loop *l, struct conn *c, uint16_t bid, uint32_t len)
@@ -463,4 +507,25 @@ bool loop_stop_requested(const struct loop *l)
 uint32_t loop_drain_ms(const struct loop *l)
 {
     return __atomic_load_n(&l->srv->stop_drain_ms, __ATOMIC_ACQUIRE);
+}
+
+void rx_backlog_push(struct loop *l, struct conn *c, uint16_t bid, uint32_t len)
+{
+    l->buf_len[bid] = len;
+    l->buf_next[bid] = NO_BUF;
+    if (c->rx_tail == NO_BUF)
+        c->rx_head = bid;
+    else
+        l->buf_next[c->rx_tail] = bid;
+    c->rx_tail = bid;
+}
+
+uint16_t rx_backlog_pop(struct loop *l, struct conn *c)
+{
+    uint16_t bid = c->rx_head;
+    c->rx_head = l->buf_next[bid];
+    if (c->rx_head == NO_BUF)
+        c->rx_tail = NO_BUF;
+    c->rx_off = 0;
+    return bid;
 }

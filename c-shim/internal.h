@@ -49,7 +49,7 @@ struct conn {
     uint16_t q_tail;
     uint8_t close_reason; /* enum bunring_stat of the close counter to bump */
     uint8_t pad[3];
-    uint16_t rx_head;     /* uring handler mode: received buffers waiting for room in the channel */
+    uint16_t rx_head;     /* received buffers the application has not taken yet (rx_backlog_*) */
     uint16_t rx_tail;
     uint32_t rx_off;      /* ... bytes of the head one already delivered */
     uint32_t next;        /* free-list / starved-list link (slot index) */
@@ -61,9 +61,11 @@ struct conn {
 };
 
 struct bunring_server;
+struct app;
 
 struct loop {
     struct bunring_server *srv;
+    const struct app *app; /* what is done with the bytes (app.h): echo or handler mode */
     uint32_t index;
     pthread_t thread;
     bool thread_started;
@@ -87,10 +89,8 @@ struct loop {
     uint16_t *buf_next;
     uint32_t *buf_len;
     uint8_t *tx_mem;        /* uring handler mode: buffers (ids buf_count..) holding what JS wrote */
-    uint16_t tx_free_head;  /* ... and their free list */
-    uint32_t tx_free;
-    uint16_t free_buf_head; /* epoll: free buffer list; uring: free buffers live in the kernel ring */
-    uint32_t free_bufs;     /* epoll: buffers on the free list */
+    uint16_t free_buf_head; /* free buffers the loop fills itself (buf_take): epoll's pool, uring's tx_mem */
+    uint32_t free_bufs;     /* ... how many */
     uint32_t bufs_queued;   /* buffers holding unechoed bytes, across all connections */
     uint32_t pause_bytes;   /* pause receiving at this many pending bytes */
     uint32_t pause_buffers; /* ... or this many held buffers */
@@ -203,10 +203,19 @@ static inline uint8_t *buf_addr(const struct loop *l, uint32_t bid)
     return l->buf_mem + (size_t)bid * l->buf_size;
 }
 void queue_push(struct loop *l, struct conn *c, uint16_t bid, uint32_t len);
+uint16_t buf_take(struct loop *l); /* from the free list; the caller checked free_bufs */
+void buf_give(struct loop *l, uint16_t bid);
+uint32_t queue_room(const struct loop *l, const struct conn *c); /* tail buffer's space + free buffers */
+/* Appends bytes to the queue, filling the tail buffer first; the caller made sure they fit. */
+void queue_append(struct loop *l, struct conn *c, const uint8_t *data, uint32_t n);
 uint16_t queue_pop(struct loop *l, struct conn *c); /* returns the head buffer id */
 /* Accounts *bytes sent from the head of the queue: pops (and returns) a buffer once all of it was
  * sent, else advances the head offset; returns NO_BUF when *bytes is used up. Call until NO_BUF. */
 uint16_t queue_consume(struct loop *l, struct conn *c, uint32_t *bytes);
+/* Received buffers the application has not taken yet (handler mode on io_uring: no room in the
+ * channel) wait on the connection, linked through buf_next; rx_off = bytes of the head one taken. */
+void rx_backlog_push(struct loop *l, struct conn *c, uint16_t bid, uint32_t len);
+uint16_t rx_backlog_pop(struct loop *l, struct conn *c); /* returns the head buffer id */
 uint32_t conn_pause_buffers(uint32_t max_pending_bytes, uint32_t buffer_size);
 bool conn_over_limit(const struct loop *l, const struct conn *c);
 bool conn_below_resume(const struct loop *l, const struct conn *c);

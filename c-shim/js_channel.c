@@ -4,7 +4,7 @@
  * the rx area and writing event records, publishing them with one store per loop iteration (and
  * ringing the doorbell only when JS sleeps), taking commands and freeing their tx bytes, and the
  * sleeping flag JS reads before it wakes the loop, and the OPEN event with the peer's address. What
- * the commands do to connections is each loop's business (loop_epoll.c, loop_uring.c).
+ * the commands do to connections is the handler-mode application's business (app_js.c).
  */
 #include "internal.h"
 

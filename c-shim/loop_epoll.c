@@ -1,16 +1,13 @@
 /*
- * loop_epoll.c — the edge-triggered epoll echo loop. accept4 until EAGAIN; on readable, recv into a
- * scratch buffer and send it straight back; only bytes that could not be sent (EAGAIN or a partial
- * send) are copied into the connection's queue of pool buffers, and EPOLLOUT is armed only while that
- * queue is non-empty. While a queue is non-empty new bytes go behind it, so order is kept. Nothing is
- * ever dropped: a connection that would need a buffer when the pool is empty stops reading until
- * buffers come back, and one that holds too many unechoed bytes pauses until its peer reads.
- *
- * In handler mode (l->js set) the same loop receives into the channel's rx area and publishes DATA
- * events instead of echoing, and sends what JS's WRITE commands carry, queueing in pool buffers only
- * what the socket did not take (section "Handler mode" below; the channel itself is js_channel.c).
+ * loop_epoll.c — the edge-triggered epoll loop: the I/O half of the seam in app.h. accept4 until
+ * EAGAIN; on readable, the application reads (echo: app_echo.c, handler mode: app_js.c); what it
+ * sends goes out at once when nothing is queued before it, and only bytes the socket did not take
+ * are copied into the connection's queue of pool buffers, with EPOLLOUT armed only while that queue
+ * is non-empty. While a queue is non-empty new bytes go behind it, so order is kept. Here too: the
+ * close path, stop (drain, FIN, discard until the peer closes), idle and drain timers, the accept
+ * retry after EMFILE, and the pool policy for peers that stop reading (conn.c).
  */
-#include "internal.h"
+#include "app.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -31,88 +28,68 @@
 #define TAG_LISTEN UINT64_MAX
 #define TAG_WAKE (UINT64_MAX - 1)
 
-/* Handler mode, defined in its section below. */
-static bool js_read(struct loop *l, struct conn *c);
-static void js_after_flush(struct loop *l, struct conn *c);
-static void js_run_commands(struct loop *l);
-
 /* epoll data for a connection: slot and generation, so an event for a freed slot is recognised. */
 static uint64_t conn_tag(const struct loop *l, const struct conn *c)
 {
     return ((uint64_t)c->gen << 32) | conn_slot(l, c);
 }
 
-static void set_events(struct loop *l, struct conn *c, bool want_write)
+void ep_want_write(struct loop *l, struct conn *c, bool on)
 {
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET | (want_write ? EPOLLOUT : 0u),
+    if (on == !!(c->flags & CONN_WANT_WRITE))
+        return;
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET | (on ? EPOLLOUT : 0u),
                              .data.u64 = conn_tag(l, c)};
     epoll_ctl(l->epfd, EPOLL_CTL_MOD, c->fd, &ev);
-    if (want_write)
+    if (on)
         c->flags |= CONN_WANT_WRITE;
     else
         c->flags &= ~(uint32_t)CONN_WANT_WRITE;
 }
 
-static uint16_t take_buffer(struct loop *l)
+void ep_close(struct loop *l, struct conn *c, enum bunring_stat reason)
 {
-    uint16_t bid = l->free_buf_head;
-    l->free_buf_head = l->buf_next[bid];
-    l->free_bufs--;
-    return bid;
-}
-
-static void give_buffer(struct loop *l, uint16_t bid)
-{
-    l->buf_next[bid] = l->free_buf_head;
-    l->free_buf_head = bid;
-    l->free_bufs++;
-}
-
-static void close_conn(struct loop *l, struct conn *c, enum bunring_stat reason)
-{
-    if (l->js && !(c->flags & CONN_JS_UNOPENED)) { /* JS never saw an unopened one */
-        if (js_event_room(l, true))
-            js_event(l, BUNRING_JS_EV_CLOSE, c, 0, (uint32_t)reason);
-        else
-            stat_add(l, BUNRING_STAT_ERRORS, 1); /* JS stopped consuming with the reserve full */
-    }
+    l->app->closing(l, c, reason);
     conn_unpause(l, c); /* before the queue empties, so the paused-buffer count stays exact */
     while (c->q_head != NO_BUF)
-        give_buffer(l, queue_pop(l, c));
+        buf_give(l, queue_pop(l, c));
     c->close_reason = (uint8_t)reason;
     close(conn_release(l, c)); /* close() also removes the fd from the epoll set */
 }
 
-/* Appends bytes to the queue, filling the tail buffer first. The caller made sure they fit. */
-static void enqueue_bytes(struct loop *l, struct conn *c, const uint8_t *data, uint32_t n)
+/* Counts bytes that reached the kernel. */
+static void count_sent(struct loop *l, struct conn *c, uint32_t n)
 {
-    if (c->q_tail != NO_BUF) {
-        uint32_t used = l->buf_len[c->q_tail];
-        uint32_t room = l->buf_size - used;
-        uint32_t k = n < room ? n : room;
-        memcpy(buf_addr(l, c->q_tail) + used, data, k);
-        l->buf_len[c->q_tail] += k;
-        c->pending += k;
-        data += k;
-        n -= k;
-    }
-    while (n > 0) {
-        uint16_t bid = take_buffer(l);
-        uint32_t k = n < l->buf_size ? n : l->buf_size;
-        memcpy(buf_addr(l, bid), data, k);
-        queue_push(l, c, bid, k);
-        data += k;
-        n -= k;
-    }
+    stat_add(l, BUNRING_STAT_SEND_COMPLETIONS, 1);
+    stat_add(l, BUNRING_STAT_BYTES_OUT, n);
+    c->last_active = l->now_ms;
+    l->app->sent(l, c, n);
 }
 
-/* Room for newly received bytes: the tail buffer's free space plus the free pool. */
-static uint32_t queue_room(const struct loop *l, const struct conn *c)
+bool ep_send(struct loop *l, struct conn *c, const uint8_t *data, uint32_t n, uint32_t *taken)
 {
-    uint64_t room = (uint64_t)l->free_bufs * l->buf_size;
-    if (c->q_tail != NO_BUF)
-        room += l->buf_size - l->buf_len[c->q_tail];
-    return room > l->scratch_size ? l->scratch_size : (uint32_t)room;
+    uint32_t done = 0;
+    if (c->q_head == NO_BUF) {
+        ssize_t s = send(c->fd, data, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (s < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+            ep_close(l, c, BUNRING_STAT_CONN_CLOSED_RESET);
+            *taken = 0;
+            return false;
+        }
+        if (s > 0) {
+            done = (uint32_t)s;
+            count_sent(l, c, done);
+        }
+        if (done < n)
+            stat_add(l, s < 0 ? BUNRING_STAT_SEND_EAGAIN : BUNRING_STAT_SHORT_SENDS, 1);
+    }
+    uint32_t rest = n - done;
+    uint32_t room = queue_room(l, c);
+    uint32_t k = rest < room ? rest : room;
+    if (k > 0)
+        queue_append(l, c, data + done, k);
+    *taken = done + k;
+    return true;
 }
 
 /* Sends queued buffers until the queue is empty or the socket is full. false: connection closed. */
@@ -137,30 +114,26 @@ static bool flush_queue(struct loop *l, struct conn *c)
             }
             if (errno == EINTR)
                 continue;
-            close_conn(l, c, BUNRING_STAT_CONN_CLOSED_RESET);
+            ep_close(l, c, BUNRING_STAT_CONN_CLOSED_RESET);
             return false;
         }
-        stat_add(l, BUNRING_STAT_SEND_COMPLETIONS, 1);
-        stat_add(l, BUNRING_STAT_BYTES_OUT, (uint64_t)s);
-        c->last_active = l->now_ms;
-        if (l->js)
-            js_count_sent(l, c, (uint32_t)s);
+        count_sent(l, c, (uint32_t)s);
         if ((uint32_t)s < total)
             stat_add(l, BUNRING_STAT_SHORT_SENDS, 1);
         uint32_t left = (uint32_t)s;
         uint16_t bid;
         while ((bid = queue_consume(l, c, &left)) != NO_BUF)
-            give_buffer(l, bid);
+            buf_give(l, bid);
         if ((uint32_t)s < total)
             return true; /* the socket is full; EPOLLOUT tells us when to go on */
     }
     return true;
 }
 
-/* Stopping, after the echo was handed to the kernel: read and drop input until the peer's EOF (which
- * closes the connection) or EAGAIN. A peer that keeps sending would keep this going, so past the
- * drain deadline it stops early: the loop then closes every connection. false: connection closed. */
-static bool discard_input(struct loop *l, struct conn *c)
+/* Reads and drops until the peer's EOF (which closes the connection) or EAGAIN. A peer that keeps
+ * sending would keep this going, so past the drain deadline it stops early: the loop then closes
+ * every connection. */
+bool ep_discard_input(struct loop *l, struct conn *c)
 {
     for (uint32_t reads = 1;; reads++) {
         ssize_t n = recv(c->fd, l->scratch, l->scratch_size, 0);
@@ -174,139 +147,12 @@ static bool discard_input(struct loop *l, struct conn *c)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             return true;
-        close_conn(l, c, n == 0 ? BUNRING_STAT_CONN_CLOSED_STOP : BUNRING_STAT_CONN_CLOSED_RESET);
+        ep_close(l, c, n == 0 ? BUNRING_STAT_CONN_CLOSED_STOP : BUNRING_STAT_CONN_CLOSED_RESET);
         return false;
     }
 }
 
-/* The pool is empty and this connection has nothing queued: n bytes were peeked into scratch. Send
- * them and consume from the socket exactly what was sent; what the socket did not take stays in the
- * kernel and the connection waits for a buffer (starved list). false: connection closed. */
-static bool echo_peeked(struct loop *l, struct conn *c, uint32_t n)
-{
-    ssize_t s = send(c->fd, l->scratch, n, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (s < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-        close_conn(l, c, BUNRING_STAT_CONN_CLOSED_RESET);
-        return false;
-    }
-    uint32_t sent = s < 0 ? 0 : (uint32_t)s;
-    if (sent > 0) {
-        ssize_t r = recv(c->fd, l->scratch, sent, 0); /* the same bytes: they were already in the socket */
-        if (r != (ssize_t)sent) {
-            stat_add(l, BUNRING_STAT_ERRORS, 1);
-            close_conn(l, c, BUNRING_STAT_CONN_CLOSED_RESET);
-            return false;
-        }
-        c->last_active = l->now_ms;
-        stat_add(l, BUNRING_STAT_RECV_COMPLETIONS, 1);
-        stat_add(l, BUNRING_STAT_BYTES_IN, sent);
-        stat_add(l, BUNRING_STAT_SEND_COMPLETIONS, 1);
-        stat_add(l, BUNRING_STAT_BYTES_OUT, sent);
-    }
-    if (sent < n) {
-        stat_add(l, sent == 0 ? BUNRING_STAT_SEND_EAGAIN : BUNRING_STAT_SHORT_SENDS, 1);
-        stat_add(l, BUNRING_STAT_ENOBUFS, 1);
-        starved_push(l, c);
-    }
-    return true;
-}
-
-/* Reads until EAGAIN, echoing as it goes. false: connection closed. */
-static bool read_and_echo(struct loop *l, struct conn *c)
-{
-    if (c->flags & CONN_WR_SHUT)
-        return discard_input(l, c);
-    while (!(c->flags & (CONN_PEER_EOF | CONN_DRAINING))) {
-        if (conn_over_limit(l, c)) {
-            conn_pause(l, c);
-            return true;
-        }
-        /* Whatever cannot be sent at once must fit in the pool: never read more than that. With no
-         * room and nothing queued, echo straight from the socket: peek, send, and consume only what
-         * was sent, so a connection whose echo can go out is served even when the pool is empty. */
-        uint32_t want = queue_room(l, c);
-        if (want == 0 && c->q_head != NO_BUF) {
-            stat_add(l, BUNRING_STAT_ENOBUFS, 1);
-            starved_push(l, c);
-            return true;
-        }
-        bool peek = want == 0;
-        ssize_t n = recv(c->fd, l->scratch, peek ? l->scratch_size : want, peek ? MSG_PEEK : 0);
-        if (n < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return true;
-            if (errno == EINTR)
-                continue;
-            close_conn(l, c, BUNRING_STAT_CONN_CLOSED_RESET);
-            return false;
-        }
-        if (n == 0) {
-            c->flags |= CONN_PEER_EOF;
-            if (c->q_head == NO_BUF) {
-                close_conn(l, c, BUNRING_STAT_CONN_CLOSED_EOF);
-                return false;
-            }
-            return true;
-        }
-        if (peek) {
-            if (!echo_peeked(l, c, (uint32_t)n))
-                return false;
-            if (c->flags & CONN_STARVED)
-                return true;
-            continue;
-        }
-        c->last_active = l->now_ms;
-        stat_add(l, BUNRING_STAT_RECV_COMPLETIONS, 1);
-        stat_add(l, BUNRING_STAT_BYTES_IN, (uint64_t)n);
-        uint32_t sent = 0;
-        if (c->q_head == NO_BUF) {
-            ssize_t s = send(c->fd, l->scratch, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
-            if (s < 0) {
-                if (errno != EAGAIN && errno != EWOULDBLOCK) {
-                    close_conn(l, c, BUNRING_STAT_CONN_CLOSED_RESET);
-                    return false;
-                }
-                stat_add(l, BUNRING_STAT_SEND_EAGAIN, 1);
-            } else {
-                sent = (uint32_t)s;
-                stat_add(l, BUNRING_STAT_SEND_COMPLETIONS, 1);
-                stat_add(l, BUNRING_STAT_BYTES_OUT, (uint64_t)s);
-                if (sent < (uint32_t)n)
-                    stat_add(l, BUNRING_STAT_SHORT_SENDS, 1);
-            }
-        }
-        if (sent < (uint32_t)n)
-            enqueue_bytes(l, c, l->scratch + sent, (uint32_t)n - sent);
-    }
-    return true;
-}
-
-/* After bytes left the queue: close, resume reading, or disarm EPOLLOUT as the state asks. */
-static void after_flush(struct loop *l, struct conn *c)
-{
-    if (c->q_head != NO_BUF) {
-        if (!(c->flags & CONN_WANT_WRITE))
-            set_events(l, c, true);
-        return;
-    }
-    if (c->flags & CONN_PEER_EOF) {
-        close_conn(l, c, (c->flags & CONN_DRAINING) ? BUNRING_STAT_CONN_CLOSED_STOP : BUNRING_STAT_CONN_CLOSED_EOF);
-        return;
-    }
-    if ((c->flags & CONN_DRAINING) && !(c->flags & CONN_WR_SHUT)) {
-        /* Stopping and all echoed: FIN after the echo, then drop input until the peer closes, so that
-         * closing never sends an RST that would destroy echoed bytes still in flight. */
-        c->flags |= CONN_WR_SHUT;
-        shutdown(c->fd, SHUT_WR);
-        if (!discard_input(l, c))
-            return;
-    }
-    if (c->flags & CONN_WANT_WRITE)
-        set_events(l, c, false);
-}
-
-
-static void service_conn(struct loop *l, struct conn *c, bool readable, bool writable)
+void ep_service(struct loop *l, struct conn *c, bool readable, bool writable)
 {
     if (writable && c->q_head != NO_BUF && !flush_queue(l, c))
         return;
@@ -314,18 +160,9 @@ static void service_conn(struct loop *l, struct conn *c, bool readable, bool wri
         conn_unpause(l, c);
         readable = true; /* edge-triggered: bytes may be waiting that raised no new event */
     }
-    if (l->js) {
-        /* Stopping with our FIN sent, input is read only to be discarded, paused or not. */
-        bool lingering = (c->flags & CONN_WR_SHUT) && (c->flags & CONN_DRAINING);
-        bool blocked = (c->flags & (CONN_PAUSED | CONN_STARVED | CONN_JS_PAUSED)) && !lingering;
-        if (readable && !blocked && !js_read(l, c))
-            return;
-        js_after_flush(l, c);
+    if (readable && !l->app->readable(l, c))
         return;
-    }
-    if (readable && (!(c->flags & (CONN_PAUSED | CONN_STARVED)) || (c->flags & CONN_WR_SHUT)) && !read_and_echo(l, c))
-        return;
-    after_flush(l, c);
+    l->app->settle(l, c);
 }
 
 static void accept_all(struct loop *l)
@@ -348,24 +185,14 @@ static void accept_all(struct loop *l)
             close(fd);
             continue;
         }
-        if (l->js)
-            js_try_open(l, c); /* when JS is behind, OPEN (and reading) waits for room */
+        l->app->opened(l, c); /* false (JS is behind): parked, its first read waits for room */
         /* TCP_NODELAY is inherited from the listener (set before listen). */
         struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET, .data.u64 = conn_tag(l, c)};
         if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
             stat_add(l, BUNRING_STAT_ERRORS, 1);
-            close_conn(l, c, BUNRING_STAT_CONN_CLOSED_RESET);
+            ep_close(l, c, BUNRING_STAT_CONN_CLOSED_RESET);
         }
     }
-}
-
-/* Lets connections that stopped for want of buffers read again, oldest first, while buffers last. */
-static void wake_starved(struct loop *l)
-{
-    struct conn *c;
-    uint32_t at;
-    while ((l->js ? js_event_room(l, false) && js_rx_room(l, &at) > 0 : l->free_bufs > 0) && (c = starved_pop(l)) != NULL)
-        service_conn(l, c, true, false);
 }
 
 /* Stalled peers (policy in conn.c): close the connections it names; their buffers come back at once,
@@ -376,13 +203,13 @@ static void apply_stall_policy(struct loop *l)
     struct conn *c;
     bool closed = false;
     while ((c = pool_stall_victim(l)) != NULL) {
-        close_conn(l, c, BUNRING_STAT_CONN_CLOSED_STALLED);
+        ep_close(l, c, BUNRING_STAT_CONN_CLOSED_STALLED);
         closed = true;
     }
-    if (closed && l->js)
-        js_run_commands(l); /* a WRITE that waited for that connection's buffers may go now */
+    if (closed)
+        l->app->poll(l); /* a WRITE that waited for that connection's buffers may go now */
     if (l->starved_head != NO_SLOT)
-        wake_starved(l);
+        l->app->wake_starved(l);
 }
 
 static void begin_stop(struct loop *l)
@@ -398,10 +225,7 @@ static void begin_stop(struct loop *l)
         if (!(c->flags & CONN_IN_USE))
             continue;
         c->flags |= CONN_DRAINING;
-        if (l->js)
-            js_after_flush(l, c); /* FIN once what JS wrote is out */
-        else
-            after_flush(l, c); /* lingers at once when nothing is left to echo */
+        l->app->settle(l, c); /* FIN once what is queued is out, then linger */
     }
 }
 
@@ -412,7 +236,7 @@ static void close_all(struct loop *l, enum bunring_stat reason, bool idle_only)
         if (!(c->flags & CONN_IN_USE))
             continue;
         if (!idle_only || l->now_ms - c->last_active >= l->idle_ms)
-            close_conn(l, c, reason);
+            ep_close(l, c, reason);
     }
 }
 
@@ -438,176 +262,9 @@ static int next_timeout(const struct loop *l, uint32_t next_idle_sweep)
     return (int)t;
 }
 
-/* ---- Handler mode ---- */
-
-/* Receives straight into the channel's rx area and publishes DATA, until EAGAIN, the peer's EOF, a
- * pause, or no room (then the connection waits on the starved list). false: connection closed. */
-static bool js_read(struct loop *l, struct conn *c)
-{
-    if ((c->flags & CONN_WR_SHUT) && (c->flags & CONN_DRAINING))
-        return discard_input(l, c);
-    if ((c->flags & CONN_JS_UNOPENED) && !js_try_open(l, c))
-        return true; /* still no room for OPEN: waits on the starved list */
-    while (!(c->flags & (CONN_PEER_EOF | CONN_DRAINING | CONN_JS_PAUSED))) {
-        if (conn_over_limit(l, c)) { /* JS wrote more than the peer reads: stop reading it */
-            conn_pause(l, c);
-            return true;
-        }
-        uint32_t at = 0;
-        uint32_t room = js_event_room(l, false) ? js_rx_room(l, &at) : 0;
-        if (room == 0) {
-            starved_push(l, c); /* JS is behind: read again once it consumed */
-            return true;
-        }
-        ssize_t n = recv(c->fd, l->js->rx + (at & (BUNRING_JS_BYTES - 1u)), room, 0);
-        if (n < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return true;
-            if (errno == EINTR)
-                continue;
-            close_conn(l, c, BUNRING_STAT_CONN_CLOSED_RESET);
-            return false;
-        }
-        if (n == 0) {
-            c->flags |= CONN_PEER_EOF;
-            if (js_event_room(l, true))
-                js_event(l, BUNRING_JS_EV_END, c, 0, 0);
-            return true; /* js_after_flush closes once our side is done too */
-        }
-        c->last_active = l->now_ms;
-        stat_add(l, BUNRING_STAT_RECV_COMPLETIONS, 1);
-        stat_add(l, BUNRING_STAT_BYTES_IN, (uint64_t)n);
-        js_event(l, BUNRING_JS_EV_DATA, c, at, (uint32_t)n);
-    }
-    return true;
-}
-
-/* After the queue changed in handler mode: DRAIN when JS waits for room, FIN when JS ended (or the
- * server stops) and everything is out, close once both sides are done. */
-static void js_after_flush(struct loop *l, struct conn *c)
-{
-    if (c->q_head != NO_BUF) {
-        if (!(c->flags & CONN_WANT_WRITE))
-            set_events(l, c, true);
-        return;
-    }
-    if ((c->flags & CONN_JS_WANT_DRAIN) && js_event_room(l, true)) {
-        c->flags &= ~(uint32_t)CONN_JS_WANT_DRAIN;
-        js_event(l, BUNRING_JS_EV_DRAIN, c, 0, 0);
-    }
-    if ((c->flags & (CONN_JS_END | CONN_DRAINING)) && !(c->flags & CONN_WR_SHUT)) {
-        c->flags |= CONN_WR_SHUT;
-        shutdown(c->fd, SHUT_WR);
-    }
-    if ((c->flags & CONN_PEER_EOF) && (c->flags & CONN_WR_SHUT)) {
-        close_conn(l, c, (c->flags & CONN_DRAINING) ? BUNRING_STAT_CONN_CLOSED_STOP : BUNRING_STAT_CONN_CLOSED_EOF);
-        return;
-    }
-    if ((c->flags & CONN_DRAINING) && (c->flags & CONN_WR_SHUT) && !discard_input(l, c))
-        return;
-    if (c->flags & CONN_WANT_WRITE)
-        set_events(l, c, false);
-}
-
-/* Room for bytes in the pool: the tail buffer's free space plus the free buffers. */
-static uint32_t pool_room(const struct loop *l, const struct conn *c)
-{
-    uint64_t room = (uint64_t)l->free_bufs * l->buf_size;
-    if (c->q_tail != NO_BUF)
-        room += l->buf_size - l->buf_len[c->q_tail];
-    return room > UINT32_MAX ? UINT32_MAX : (uint32_t)room;
-}
-
-/* A WRITE: send what the socket takes at once (when nothing is queued before it), queue the rest in
- * pool buffers. false: the pool could not take it all; what was taken is cut from the record, which
- * stays at the head of the ring until the pool has room (EPOLLOUT progress or a close frees it). */
-static bool js_write(struct loop *l, struct conn *c, struct bunring_js_record *r)
-{
-    const uint8_t *data = js_tx_bytes(l, r->offset);
-    uint32_t done = 0;
-    if (c->q_head == NO_BUF) {
-        ssize_t s = send(c->fd, data, r->len, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (s < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-            close_conn(l, c, BUNRING_STAT_CONN_CLOSED_RESET);
-            return true;
-        }
-        if (s > 0) {
-            done = (uint32_t)s;
-            stat_add(l, BUNRING_STAT_SEND_COMPLETIONS, 1);
-            stat_add(l, BUNRING_STAT_BYTES_OUT, done);
-            c->last_active = l->now_ms;
-            js_count_sent(l, c, done);
-        }
-        if (done < r->len)
-            stat_add(l, s < 0 ? BUNRING_STAT_SEND_EAGAIN : BUNRING_STAT_SHORT_SENDS, 1);
-    }
-    uint32_t rest = r->len - done;
-    uint32_t room = pool_room(l, c);
-    uint32_t k = rest < room ? rest : room;
-    if (k > 0)
-        enqueue_bytes(l, c, data + done, k);
-    done += k;
-    bool all = done == r->len;
-    if (!all) {
-        r->offset += done;
-        r->len -= done;
-    }
-    js_after_flush(l, c);
-    return all;
-}
-
-/* Takes JS's commands in order. A command for a connection that is gone (generation mismatch) is
- * dropped. Stops early only when a WRITE cannot be queued yet (the pool is full). */
-static void js_run_commands(struct loop *l)
-{
-    struct bunring_js_record *r;
-    while ((r = js_command_peek(l)) != NULL) {
-        uint32_t type = r->type_gen & 0xffu;
-        struct conn *c = conn_lookup(l, r->slot, r->type_gen >> 8);
-        if (c && (c->flags & CONN_WR_SHUT) && type == BUNRING_JS_CMD_WRITE)
-            c = NULL; /* a write after end(): nothing can carry it */
-        if (c) {
-            switch (type) {
-            case BUNRING_JS_CMD_WRITE:
-                if (!js_write(l, c, r)) {
-                    js_command_blocked(l);
-                    if (!(c->flags & CONN_PAUSED))
-                        conn_pause(l, c); /* its peer must read first: a candidate for the stall policy */
-                    return;
-                }
-                break;
-            case BUNRING_JS_CMD_END:
-                c->flags |= CONN_JS_END;
-                js_after_flush(l, c);
-                break;
-            case BUNRING_JS_CMD_TERMINATE: {
-                struct linger hard = {.l_onoff = 1, .l_linger = 0}; /* close sends RST */
-                setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &hard, sizeof(hard));
-                close_conn(l, c, BUNRING_STAT_CONN_CLOSED_RESET);
-                break;
-            }
-            case BUNRING_JS_CMD_WANT_DRAIN:
-                c->flags |= CONN_JS_WANT_DRAIN;
-                js_after_flush(l, c);
-                break;
-            case BUNRING_JS_CMD_PAUSE:
-                c->flags |= CONN_JS_PAUSED;
-                break;
-            case BUNRING_JS_CMD_RESUME:
-                c->flags &= ~(uint32_t)CONN_JS_PAUSED;
-                service_conn(l, c, true, false); /* edge-triggered: bytes may be waiting */
-                break;
-            default:
-                stat_add(l, BUNRING_STAT_ERRORS, 1);
-                break;
-            }
-        }
-        js_command_done(l, r);
-    }
-}
-
 int epoll_setup(struct loop *l, struct bunring_error *err)
 {
+    l->app = (l->srv->cfg.flags & BUNRING_FLAG_HANDLER) ? &app_js_epoll : &app_echo_epoll;
     l->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (l->epfd < 0) {
         int e = errno;
@@ -639,20 +296,14 @@ void epoll_run(struct loop *l)
     uint32_t next_sweep = l->now_ms + sweep_period;
     accept_all(l); /* connections that queued before the loop started */
     for (;;) {
-        if (l->js)
-            js_publish(l);
+        l->app->publish(l);
         if (l->stopping && l->open_conns == 0)
             break;
         int timeout = next_timeout(l, next_sweep);
-        if (l->js && timeout != 0) {
-            /* Say we sleep, then look once more: a command published before JS saw the flag. */
-            js_sleep_begin(l);
-            if (js_commands_waiting(l) || js_room_waiting(l))
-                timeout = 0;
-        }
+        if (timeout != 0 && l->app->sleep_begin(l))
+            timeout = 0; /* work arrived while we said we sleep */
         int n = epoll_wait(l->epfd, events, MAX_EVENTS, timeout);
-        if (l->js)
-            js_sleep_end(l);
+        l->app->sleep_end(l);
         stat_add(l, BUNRING_STAT_WAIT_CALLS, 1);
         stat_add(l, BUNRING_STAT_LOOP_ITERATIONS, 1);
         l->now_ms = loop_clock_ms();
@@ -688,12 +339,11 @@ void epoll_run(struct loop *l)
                 continue;
             }
             uint32_t e = events[i].events;
-            service_conn(l, c, e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR), e & (EPOLLOUT | EPOLLERR));
+            ep_service(l, c, e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR), e & (EPOLLOUT | EPOLLERR));
         }
-        if (l->js)
-            js_run_commands(l);
+        l->app->poll(l);
         if (l->starved_head != NO_SLOT)
-            wake_starved(l);
+            l->app->wake_starved(l);
         apply_stall_policy(l);
         if (l->accept_retry_at && (int32_t)(l->now_ms - l->accept_retry_at) >= 0) {
             l->accept_retry_at = 0;

@@ -1,16 +1,15 @@
 /*
- * loop_uring.c — the io_uring echo loop. One multishot accept on the loop's listening socket; one
- * multishot recv per connection selecting buffers from a provided-buffer ring registered at start;
- * each received buffer is queued on its connection and echoed by a send, at most one send in flight
- * per connection so bytes can never be reordered; a short send re-sends the remainder; a buffer goes
- * back to the ring only when all its bytes were sent. Context of every operation is packed into
- * user_data (layout in bunring.h). Nothing here allocates after setup.
- *
- * In handler mode (l->js set) each received buffer is copied into the channel's rx area and given
- * back to the ring at once, and what JS writes is copied into the loop's send buffers and sent the
- * same way echoes are (section "Handler mode" below; the channel itself is js_channel.c).
+ * loop_uring.c — the io_uring loop: the I/O half of the seam in app.h. One multishot accept on the
+ * loop's listening socket; one multishot recv per connection selecting buffers from a provided-buffer
+ * ring registered at start, each filled buffer handed to the application (echo: app_echo.c, handler
+ * mode: app_js.c); a connection's queue of buffers is sent with at most one send in flight per
+ * connection so bytes can never be reordered; a short send re-sends the remainder; a buffer goes back
+ * to the ring only when all its bytes were sent. Context of every operation is packed into user_data
+ * (layout in bunring.h). Here too: the close path, stop, timers (accept retry, drain, idle sweep,
+ * stall grace) and the pool policy for peers that stop reading (conn.c). Nothing here allocates
+ * after setup.
  */
-#include "internal.h"
+#include "app.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -33,14 +32,6 @@
 
 /* Timer kinds, carried in the slot field of a BUNRING_OP_TIMEOUT user_data. */
 enum uring_timer { TIMER_ACCEPT_RETRY = 0, TIMER_DRAIN = 1, TIMER_IDLE = 2, TIMER_STALL = 3, TIMER_KINDS };
-
-/* Handler mode, defined in its section below. */
-static void js_received(struct loop *l, struct conn *c, uint16_t bid, uint32_t len, bool more);
-static void js_after_send(struct loop *l, struct conn *c);
-static bool js_may_receive(const struct conn *c);
-static void js_wake_starved(struct loop *l);
-static void js_run_commands(struct loop *l);
-static uint16_t rx_backlog_pop(struct loop *l, struct conn *c);
 
 static struct io_uring_sqe *get_sqe(struct loop *l)
 {
@@ -109,7 +100,7 @@ static void arm_wake_read(struct loop *l)
     io_uring_sqe_set_data64(sqe, bunring_ud_pack(BUNRING_OP_WAKE, 0, 0, 0));
 }
 
-static void arm_recv(struct loop *l, struct conn *c)
+void ur_arm_recv(struct loop *l, struct conn *c)
 {
     struct io_uring_sqe *sqe = get_sqe(l);
     io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
@@ -120,7 +111,7 @@ static void arm_recv(struct loop *l, struct conn *c)
     c->flags |= CONN_RECV_ARMED;
 }
 
-static void cancel_recv(struct loop *l, struct conn *c)
+void ur_cancel_recv(struct loop *l, struct conn *c)
 {
     if (!(c->flags & CONN_RECV_ARMED) || (c->flags & CONN_CANCELLING))
         return;
@@ -140,12 +131,10 @@ static void cancel_all(struct loop *l, struct conn *c)
 }
 
 /* Puts a buffer back on the provided-buffer ring; made visible to the kernel at the batch's end. */
-static void return_buffer(struct loop *l, uint16_t bid)
+void ur_return_buffer(struct loop *l, uint16_t bid)
 {
-    if (bid >= l->buf_count) { /* handler mode: a send buffer goes back to its own free list */
-        l->buf_next[bid] = l->tx_free_head;
-        l->tx_free_head = bid;
-        l->tx_free++;
+    if (bid >= l->buf_count) { /* handler mode: a send buffer goes back to the loop's free list */
+        buf_give(l, bid);
         return;
     }
     io_uring_buf_ring_add(l->buf_ring, buf_addr(l, bid), l->buf_size, bid, io_uring_buf_ring_mask(l->buf_count),
@@ -156,7 +145,7 @@ static void return_buffer(struct loop *l, uint16_t bid)
 /* Echoes the head of the queue: one buffer with send, several (up to SEND_IOV_MAX) with sendmsg so a
  * backlog of small buffers leaves in one operation. The msghdr and iovecs live in per-slot storage,
  * untouched until the completion arrives. */
-static void start_send(struct loop *l, struct conn *c)
+void ur_start_send(struct loop *l, struct conn *c)
 {
     uint16_t bid = c->q_head;
     uint32_t slot = conn_slot(l, c);
@@ -187,39 +176,31 @@ static void start_send(struct loop *l, struct conn *c)
 }
 
 /* Frees the slot once nothing is outstanding on it; until then the close waits for completions. */
-static void try_finish_close(struct loop *l, struct conn *c)
+void ur_try_finish_close(struct loop *l, struct conn *c)
 {
     if (c->flags & (CONN_RECV_ARMED | CONN_SEND_INFLIGHT))
         return;
     while (c->q_head != NO_BUF)
-        return_buffer(l, queue_pop(l, c));
+        ur_return_buffer(l, queue_pop(l, c));
     while (c->rx_head != NO_BUF)
-        return_buffer(l, rx_backlog_pop(l, c));
+        ur_return_buffer(l, rx_backlog_pop(l, c));
     close_fd(l, conn_release(l, c));
 }
 
-static void close_conn(struct loop *l, struct conn *c, enum bunring_stat reason)
+void ur_close(struct loop *l, struct conn *c, enum bunring_stat reason)
 {
     conn_unpause(l, c); /* no longer a candidate for the stall policy */
     if (c->flags & CONN_CLOSING)
         return;
-    if (l->js && !(c->flags & CONN_JS_UNOPENED)) { /* JS never saw an unopened one */
-        if (js_event_room(l, true))
-            js_event(l, BUNRING_JS_EV_CLOSE, c, 0, (uint32_t)reason);
-        else
-            stat_add(l, BUNRING_STAT_ERRORS, 1); /* JS stopped consuming with the reserve full */
-    }
+    l->app->closing(l, c, reason);
     c->flags |= CONN_CLOSING;
     c->close_reason = (uint8_t)reason;
     if (c->flags & (CONN_RECV_ARMED | CONN_SEND_INFLIGHT))
         cancel_all(l, c);
-    try_finish_close(l, c);
+    ur_try_finish_close(l, c);
 }
 
-/* Stop, once this connection's echo is all handed to the kernel: send FIN after it (shutdown of our
- * write side), then keep receiving and discarding until the peer closes, so closing never sends an
- * RST that would destroy echoed bytes still in flight. The drain deadline bounds the wait. */
-static void start_lingering(struct loop *l, struct conn *c)
+void ur_shutdown_write(struct loop *l, struct conn *c)
 {
     c->flags |= CONN_WR_SHUT;
     if (l->fixed_files) {
@@ -229,36 +210,6 @@ static void start_lingering(struct loop *l, struct conn *c)
         io_uring_sqe_set_data64(sqe, bunring_ud_pack(BUNRING_OP_CLOSE, 0, 0, 0));
     } else {
         shutdown(c->fd, SHUT_WR);
-    }
-    if (c->flags & CONN_PEER_EOF) {
-        close_conn(l, c, BUNRING_STAT_CONN_CLOSED_STOP);
-        return;
-    }
-    if (!(c->flags & (CONN_RECV_ARMED | CONN_STARVED)))
-        arm_recv(l, c);
-}
-
-/* After the queue shrank: close if the peer is done, linger if we are stopping, else maybe resume. */
-static void after_queue_change(struct loop *l, struct conn *c)
-{
-    if (l->js) {
-        js_after_send(l, c);
-        return;
-    }
-    if (c->q_head == NO_BUF && !(c->flags & CONN_SEND_INFLIGHT)) {
-        if ((c->flags & CONN_DRAINING) && !(c->flags & CONN_WR_SHUT)) {
-            start_lingering(l, c);
-            return;
-        }
-        if (c->flags & CONN_PEER_EOF) {
-            close_conn(l, c, (c->flags & CONN_DRAINING) ? BUNRING_STAT_CONN_CLOSED_STOP : BUNRING_STAT_CONN_CLOSED_EOF);
-            return;
-        }
-    }
-    if ((c->flags & CONN_PAUSED) && conn_below_resume(l, c)) {
-        conn_unpause(l, c);
-        if (!(c->flags & (CONN_RECV_ARMED | CONN_PEER_EOF | CONN_CLOSING | CONN_STARVED)))
-            arm_recv(l, c);
     }
 }
 
@@ -272,8 +223,8 @@ static void on_accept(struct loop *l, struct io_uring_cqe *cqe)
         if (!c) {
             stat_add(l, l->stopping ? BUNRING_STAT_CONN_REFUSED_STOPPING : BUNRING_STAT_CONN_REJECTED, 1);
             close_fd(l, fd);
-        } else if (!l->js || js_try_open(l, c)) { /* when JS is behind, OPEN and receiving wait for room */
-            arm_recv(l, c); /* TCP_NODELAY is inherited from the listener (set before listen) */
+        } else if (l->app->opened(l, c)) { /* false (JS is behind): receiving waits for room */
+            ur_arm_recv(l, c); /* TCP_NODELAY is inherited from the listener (set before listen) */
         }
     } else if (cqe->res == -ENFILE && l->fixed_files) {
         /* Every table slot is taken, which only happens past maxConnections with more than
@@ -301,7 +252,7 @@ static void on_recv(struct loop *l, struct io_uring_cqe *cqe, uint64_t ud)
     if (!c) {
         stat_add(l, BUNRING_STAT_STALE_COMPLETIONS, 1);
         if (has_buf)
-            return_buffer(l, bid);
+            ur_return_buffer(l, bid);
         return;
     }
     bool more = cqe->flags & IORING_CQE_F_MORE;
@@ -310,66 +261,43 @@ static void on_recv(struct loop *l, struct io_uring_cqe *cqe, uint64_t ud)
     int res = cqe->res;
     if (res > 0 && (c->flags & CONN_DRAINING)) {
         /* Stopping: bytes that arrive now are not echoed; they are counted and dropped. */
-        return_buffer(l, bid);
+        ur_return_buffer(l, bid);
         stat_add(l, BUNRING_STAT_BYTES_DISCARDED, (uint64_t)res);
         if (c->flags & CONN_CLOSING)
-            try_finish_close(l, c);
+            ur_try_finish_close(l, c);
         else if (!more)
-            arm_recv(l, c);
-        return;
-    }
-    if (res > 0 && l->js) {
-        c->last_active = l->now_ms;
-        stat_add(l, BUNRING_STAT_RECV_COMPLETIONS, 1);
-        stat_add(l, BUNRING_STAT_BYTES_IN, (uint64_t)res);
-        js_received(l, c, bid, (uint32_t)res, more);
+            ur_arm_recv(l, c);
         return;
     }
     if (res > 0) {
         c->last_active = l->now_ms;
         stat_add(l, BUNRING_STAT_RECV_COMPLETIONS, 1);
         stat_add(l, BUNRING_STAT_BYTES_IN, (uint64_t)res);
-        queue_push(l, c, bid, (uint32_t)res);
-        if (c->flags & CONN_CLOSING) {
-            try_finish_close(l, c);
-            return;
-        }
-        if (!(c->flags & CONN_SEND_INFLIGHT))
-            start_send(l, c);
-        if (conn_over_limit(l, c))
-            conn_pause(l, c);
-        if (c->flags & CONN_PAUSED)
-            cancel_recv(l, c);
-        else if (!more) {
-            stat_add(l, BUNRING_STAT_RECV_REARMS, 1);
-            arm_recv(l, c);
-        }
+        l->app->received(l, c, bid, (uint32_t)res, more);
         return;
     }
     if (has_buf)
-        return_buffer(l, bid); /* a zero-length or failed receive that still took a buffer */
+        ur_return_buffer(l, bid); /* a zero-length or failed receive that still took a buffer */
     if (c->flags & CONN_CLOSING) {
-        try_finish_close(l, c);
+        ur_try_finish_close(l, c);
         return;
     }
     if (res == 0) {
         c->flags |= CONN_PEER_EOF;
-        if (l->js && c->rx_head == NO_BUF && js_event_room(l, true))
-            js_event(l, BUNRING_JS_EV_END, c, 0, 0); /* else after the backlog reaches JS */
-        after_queue_change(l, c);
+        l->app->peer_eof(l, c);
     } else if (res == -ENOBUFS) {
         /* The ring is empty: wait for buffers to come back, then receive again. */
         stat_add(l, BUNRING_STAT_ENOBUFS, 1);
         if (!(c->flags & CONN_PAUSED))
             starved_push(l, c);
     } else if (res == -ECANCELED) {
-        /* We paused; if the pause already ended, receive again (else after_queue_change will). A
+        /* We paused; if the pause already ended, receive again (else settling the queue will). A
          * connection that is lingering on stop must see its peer's FIN, paused or not. */
         if (!(c->flags & CONN_RECV_ARMED) && (!(c->flags & CONN_PAUSED) || (c->flags & CONN_WR_SHUT)) &&
-            !(l->js && !js_may_receive(c)))
-            arm_recv(l, c);
+            l->app->may_receive(c))
+            ur_arm_recv(l, c);
     } else {
-        close_conn(l, c, BUNRING_STAT_CONN_CLOSED_RESET);
+        ur_close(l, c, BUNRING_STAT_CONN_CLOSED_RESET);
     }
 }
 
@@ -383,27 +311,26 @@ static void on_send(struct loop *l, struct io_uring_cqe *cqe, uint64_t ud)
     c->flags &= ~(uint32_t)CONN_SEND_INFLIGHT;
     int res = cqe->res;
     if (c->flags & CONN_CLOSING) {
-        try_finish_close(l, c);
+        ur_try_finish_close(l, c);
         return;
     }
     if (res < 0) {
-        close_conn(l, c, BUNRING_STAT_CONN_CLOSED_RESET);
+        ur_close(l, c, BUNRING_STAT_CONN_CLOSED_RESET);
         return;
     }
     stat_add(l, BUNRING_STAT_SEND_COMPLETIONS, 1);
     stat_add(l, BUNRING_STAT_BYTES_OUT, (uint64_t)res);
     c->last_active = l->now_ms;
-    if (l->js)
-        js_count_sent(l, c, (uint32_t)res);
+    l->app->sent(l, c, (uint32_t)res);
     if ((uint32_t)res < c->send_bytes)
         stat_add(l, BUNRING_STAT_SHORT_SENDS, 1); /* the rest goes out with the next send */
     uint32_t left = (uint32_t)res;
     uint16_t bid;
     while ((bid = queue_consume(l, c, &left)) != NO_BUF)
-        return_buffer(l, bid);
+        ur_return_buffer(l, bid);
     if (c->q_head != NO_BUF)
-        start_send(l, c);
-    after_queue_change(l, c);
+        ur_start_send(l, c);
+    l->app->settle(l, c);
 }
 
 static void begin_stop(struct loop *l)
@@ -423,7 +350,7 @@ static void begin_stop(struct loop *l)
         if (!(c->flags & CONN_IN_USE) || (c->flags & CONN_CLOSING))
             continue;
         c->flags |= CONN_DRAINING;
-        after_queue_change(l, c); /* lingers at once when nothing is left to echo */
+        l->app->settle(l, c); /* FIN once what is queued is out, then linger */
     }
 }
 
@@ -433,7 +360,7 @@ static void force_close_all(struct loop *l)
     for (uint32_t i = 0; i < l->fresh_slots; i++) {
         struct conn *c = &l->conns[i];
         if (c->flags & CONN_IN_USE)
-            close_conn(l, c, BUNRING_STAT_CONN_CLOSED_STOP);
+            ur_close(l, c, BUNRING_STAT_CONN_CLOSED_STOP);
     }
 }
 
@@ -442,7 +369,7 @@ static void idle_sweep(struct loop *l)
     for (uint32_t i = 0; i < l->fresh_slots; i++) {
         struct conn *c = &l->conns[i];
         if ((c->flags & CONN_IN_USE) && !(c->flags & CONN_CLOSING) && l->now_ms - c->last_active >= l->idle_ms)
-            close_conn(l, c, BUNRING_STAT_CONN_CLOSED_IDLE);
+            ur_close(l, c, BUNRING_STAT_CONN_CLOSED_IDLE);
     }
 }
 
@@ -479,25 +406,6 @@ static void on_timeout(struct loop *l, uint64_t ud)
     }
 }
 
-/* Re-arms receiving for connections that hit ENOBUFS, oldest first, at most one per buffer the ring
- * should hold (buffers not queued on a connection): waking every starved connection for a single
- * buffer would only make the rest fail again. */
-static void wake_starved(struct loop *l, uint32_t budget)
-{
-    struct conn *c;
-    if (l->js) {
-        js_wake_starved(l);
-        return;
-    }
-    while (budget > 0 && (c = starved_pop(l)) != NULL) {
-        if (!(c->flags & (CONN_RECV_ARMED | CONN_PAUSED | CONN_PEER_EOF | CONN_CLOSING))) {
-            stat_add(l, BUNRING_STAT_RECV_REARMS, 1);
-            arm_recv(l, c);
-            budget--;
-        }
-    }
-}
-
 /* Stalled peers (policy in conn.c): close the connections it names, and make sure the loop wakes
  * when the oldest pause's grace ends even if nothing else happens. */
 static void apply_stall_policy(struct loop *l)
@@ -506,11 +414,11 @@ static void apply_stall_policy(struct loop *l)
     struct conn *c;
     bool closed = false;
     while ((c = pool_stall_victim(l)) != NULL) {
-        close_conn(l, c, BUNRING_STAT_CONN_CLOSED_STALLED);
+        ur_close(l, c, BUNRING_STAT_CONN_CLOSED_STALLED);
         closed = true;
     }
-    if (closed && l->js)
-        js_run_commands(l); /* a WRITE that waited for that connection's buffers may go now */
+    if (closed)
+        l->app->poll(l); /* a WRITE that waited for that connection's buffers may go now */
     uint32_t wait = pool_stall_wait_ms(l);
     if (wait == UINT32_MAX || l->stopping)
         return;
@@ -557,254 +465,6 @@ static void handle_cqe(struct loop *l, struct io_uring_cqe *cqe)
     }
 }
 
-/* ---- Handler mode ---- */
-
-/* Received buffers that could not reach JS yet wait on the connection, linked through buf_next. */
-static void rx_backlog_push(struct loop *l, struct conn *c, uint16_t bid, uint32_t len)
-{
-    l->buf_len[bid] = len;
-    l->buf_next[bid] = NO_BUF;
-    if (c->rx_tail == NO_BUF)
-        c->rx_head = bid;
-    else
-        l->buf_next[c->rx_tail] = bid;
-    c->rx_tail = bid;
-}
-
-static uint16_t rx_backlog_pop(struct loop *l, struct conn *c)
-{
-    uint16_t bid = c->rx_head;
-    c->rx_head = l->buf_next[bid];
-    if (c->rx_head == NO_BUF)
-        c->rx_tail = NO_BUF;
-    c->rx_off = 0;
-    return bid;
-}
-
-/* Whether a receive may be armed: not paused by JS, not waiting for room, peer not done. */
-static bool js_may_receive(const struct conn *c)
-{
-    return !(c->flags & (CONN_JS_PAUSED | CONN_PEER_EOF | CONN_CLOSING | CONN_PAUSED)) && c->rx_head == NO_BUF;
-}
-
-/* Copies len bytes from off into rx as DATA records (at most BUNRING_JS_MAX_RECORD_BYTES each) while
- * there is room; returns how many went. */
-static uint32_t js_deliver(struct loop *l, struct conn *c, const uint8_t *data, uint32_t len)
-{
-    uint32_t done = 0;
-    while (done < len) {
-        uint32_t at = 0;
-        uint32_t room = js_event_room(l, false) ? js_rx_room(l, &at) : 0;
-        if (room == 0)
-            break;
-        uint32_t k = len - done < room ? len - done : room;
-        memcpy(l->js->rx + (at & (BUNRING_JS_BYTES - 1u)), data + done, k);
-        js_event(l, BUNRING_JS_EV_DATA, c, at, k);
-        done += k;
-    }
-    return done;
-}
-
-/* Hands the backlog to JS while there is room; true once it is empty (END follows a peer's EOF). */
-static bool js_flush_backlog(struct loop *l, struct conn *c)
-{
-    while (c->rx_head != NO_BUF) {
-        uint16_t bid = c->rx_head;
-        uint32_t left = l->buf_len[bid] - c->rx_off;
-        uint32_t went = js_deliver(l, c, buf_addr(l, bid) + c->rx_off, left);
-        if (went < left) {
-            c->rx_off += went;
-            return false;
-        }
-        return_buffer(l, rx_backlog_pop(l, c));
-    }
-    if ((c->flags & CONN_PEER_EOF) && js_event_room(l, true))
-        js_event(l, BUNRING_JS_EV_END, c, 0, 0);
-    return true;
-}
-
-/* A receive completed: straight to JS when nothing waits before it and there is room, else behind
- * the backlog, and the connection stops receiving until JS has consumed. */
-static void js_received(struct loop *l, struct conn *c, uint16_t bid, uint32_t len, bool more)
-{
-    if (c->flags & CONN_CLOSING) {
-        return_buffer(l, bid);
-        try_finish_close(l, c);
-        return;
-    }
-    uint32_t went = c->rx_head == NO_BUF ? js_deliver(l, c, buf_addr(l, bid), len) : 0;
-    if (went == len) {
-        return_buffer(l, bid);
-        if (!more && js_may_receive(c)) {
-            stat_add(l, BUNRING_STAT_RECV_REARMS, 1);
-            arm_recv(l, c);
-        }
-        return;
-    }
-    bool was_empty = c->rx_head == NO_BUF;
-    rx_backlog_push(l, c, bid, len);
-    if (was_empty)
-        c->rx_off = went;
-    cancel_recv(l, c);
-    starved_push(l, c);
-}
-
-/* Connections waiting for room in the channel (or for buffers): their backlog first, then receive. */
-static void js_wake_starved(struct loop *l)
-{
-    struct conn *c;
-    uint32_t at;
-    while (js_event_room(l, false) && js_rx_room(l, &at) > 0 && (c = starved_pop(l)) != NULL) {
-        if (c->flags & CONN_CLOSING)
-            continue;
-        if ((c->flags & CONN_JS_UNOPENED) && !js_try_open(l, c))
-            return; /* back on the list: no room for OPEN yet */
-        if (!js_flush_backlog(l, c)) {
-            starved_push(l, c);
-            return;
-        }
-        js_after_send(l, c); /* may close (EOF seen, our side done) */
-        if (conn_lookup(l, conn_slot(l, c), c->gen) && !(c->flags & CONN_RECV_ARMED) && js_may_receive(c))
-            arm_recv(l, c);
-    }
-}
-
-/* After the send queue changed: DRAIN when JS waits for room, FIN when JS ended (or the server stops)
- * and everything is out, close once both sides are done, resume receiving below the limit. */
-static void js_after_send(struct loop *l, struct conn *c)
-{
-    if (c->flags & CONN_CLOSING)
-        return;
-    if (c->q_head == NO_BUF && !(c->flags & CONN_SEND_INFLIGHT)) {
-        if ((c->flags & CONN_JS_WANT_DRAIN) && js_event_room(l, true)) {
-            c->flags &= ~(uint32_t)CONN_JS_WANT_DRAIN;
-            js_event(l, BUNRING_JS_EV_DRAIN, c, 0, 0);
-        }
-        if ((c->flags & (CONN_JS_END | CONN_DRAINING)) && !(c->flags & CONN_WR_SHUT)) {
-            c->flags |= CONN_WR_SHUT;
-            shutdown(c->fd, SHUT_WR);
-            if ((c->flags & CONN_DRAINING) && !(c->flags & (CONN_RECV_ARMED | CONN_PEER_EOF)))
-                arm_recv(l, c); /* stopping: read (and drop) until the peer's EOF */
-        }
-        if ((c->flags & CONN_PEER_EOF) && (c->flags & CONN_WR_SHUT) && c->rx_head == NO_BUF) {
-            close_conn(l, c, (c->flags & CONN_DRAINING) ? BUNRING_STAT_CONN_CLOSED_STOP : BUNRING_STAT_CONN_CLOSED_EOF);
-            return;
-        }
-    }
-    if ((c->flags & CONN_PAUSED) && conn_below_resume(l, c)) {
-        conn_unpause(l, c);
-        if (!(c->flags & (CONN_RECV_ARMED | CONN_STARVED)) && js_may_receive(c))
-            arm_recv(l, c);
-    }
-}
-
-/* Room for bytes in the send buffers: the tail buffer's free space plus the free ones. */
-static uint32_t tx_room(const struct loop *l, const struct conn *c)
-{
-    uint64_t room = (uint64_t)l->tx_free * l->buf_size;
-    if (c->q_tail != NO_BUF)
-        room += l->buf_size - l->buf_len[c->q_tail];
-    return room > UINT32_MAX ? UINT32_MAX : (uint32_t)room;
-}
-
-/* Appends bytes to the send queue, filling the tail buffer first (appending to a buffer whose send is
- * in flight is safe: that send carries the old length, queue_consume the new). */
-static void tx_enqueue(struct loop *l, struct conn *c, const uint8_t *data, uint32_t n)
-{
-    if (c->q_tail != NO_BUF) {
-        uint32_t used = l->buf_len[c->q_tail];
-        uint32_t k = l->buf_size - used < n ? l->buf_size - used : n;
-        memcpy(buf_addr(l, c->q_tail) + used, data, k);
-        l->buf_len[c->q_tail] += k;
-        c->pending += k;
-        data += k;
-        n -= k;
-    }
-    while (n > 0) {
-        uint16_t bid = l->tx_free_head;
-        l->tx_free_head = l->buf_next[bid];
-        l->tx_free--;
-        uint32_t k = n < l->buf_size ? n : l->buf_size;
-        memcpy(buf_addr(l, bid), data, k);
-        queue_push(l, c, bid, k);
-        data += k;
-        n -= k;
-    }
-}
-
-/* A WRITE: copied into send buffers and sent like an echo. false: the buffers could not take it
- * all; what was taken is cut from the record, which waits at the ring's head for sends to finish. */
-static bool js_write(struct loop *l, struct conn *c, struct bunring_js_record *r)
-{
-    uint32_t room = tx_room(l, c);
-    uint32_t k = r->len < room ? r->len : room;
-    if (k > 0)
-        tx_enqueue(l, c, js_tx_bytes(l, r->offset), k);
-    if (c->q_head != NO_BUF && !(c->flags & CONN_SEND_INFLIGHT))
-        start_send(l, c);
-    if (conn_over_limit(l, c) && !(c->flags & CONN_PAUSED)) {
-        conn_pause(l, c); /* the peer reads slower than JS writes: stop reading it */
-        cancel_recv(l, c);
-    }
-    if (k == r->len)
-        return true;
-    r->offset += k;
-    r->len -= k;
-    return false;
-}
-
-/* Takes JS's commands in order; one for a connection that is gone or closing is dropped. Stops early
- * only when a WRITE cannot be taken yet. */
-static void js_run_commands(struct loop *l)
-{
-    struct bunring_js_record *r;
-    while ((r = js_command_peek(l)) != NULL) {
-        uint32_t type = r->type_gen & 0xffu;
-        struct conn *c = conn_lookup(l, r->slot, r->type_gen >> 8);
-        if (c && ((c->flags & CONN_CLOSING) || (type == BUNRING_JS_CMD_WRITE && (c->flags & CONN_WR_SHUT))))
-            c = NULL;
-        if (c) {
-            switch (type) {
-            case BUNRING_JS_CMD_WRITE:
-                if (!js_write(l, c, r)) {
-                    js_command_blocked(l);
-                    if (!(c->flags & CONN_PAUSED))
-                        conn_pause(l, c); /* its peer must read first: a candidate for the stall policy */
-                    return;
-                }
-                break;
-            case BUNRING_JS_CMD_END:
-                c->flags |= CONN_JS_END;
-                js_after_send(l, c);
-                break;
-            case BUNRING_JS_CMD_TERMINATE: {
-                struct linger hard = {.l_onoff = 1, .l_linger = 0}; /* close sends RST */
-                setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &hard, sizeof(hard));
-                close_conn(l, c, BUNRING_STAT_CONN_CLOSED_RESET);
-                break;
-            }
-            case BUNRING_JS_CMD_WANT_DRAIN:
-                c->flags |= CONN_JS_WANT_DRAIN;
-                js_after_send(l, c);
-                break;
-            case BUNRING_JS_CMD_PAUSE:
-                c->flags |= CONN_JS_PAUSED;
-                cancel_recv(l, c);
-                break;
-            case BUNRING_JS_CMD_RESUME:
-                c->flags &= ~(uint32_t)CONN_JS_PAUSED;
-                if (!(c->flags & (CONN_RECV_ARMED | CONN_STARVED)) && js_may_receive(c))
-                    arm_recv(l, c);
-                break;
-            default:
-                stat_add(l, BUNRING_STAT_ERRORS, 1);
-                break;
-            }
-        }
-        js_command_done(l, r);
-    }
-}
-
 /* A sparse table of direct descriptors, one per connection slot plus spares so that a connection
  * over maxConnections can still be accepted and closed at once (counted as rejected).
  *
@@ -817,8 +477,8 @@ static void js_run_commands(struct loop *l)
 static void register_file_table(struct loop *l)
 {
     /* Handler mode reads the peer's address (getpeername) and sets SO_LINGER for terminate(): it
-     * needs ordinary fds. */
-    if (l->srv->cfg.flags & (BUNRING_FLAG_NO_FIXED_FILES | BUNRING_FLAG_HANDLER))
+     * asks for ordinary fds (plain_fds). */
+    if ((l->srv->cfg.flags & BUNRING_FLAG_NO_FIXED_FILES) || l->app->plain_fds)
         return;
     struct rlimit rl;
     uint32_t want = l->max_conns + FIXED_SPARES;
@@ -832,6 +492,7 @@ static void register_file_table(struct loop *l)
 
 int uring_setup(struct loop *l, struct bunring_error *err)
 {
+    l->app = (l->srv->cfg.flags & BUNRING_FLAG_HANDLER) ? &app_js_uring : &app_echo_uring;
     const struct bunring_config *cfg = &l->srv->cfg;
     struct io_uring_params p;
     unsigned base = IORING_SETUP_CQSIZE;
@@ -896,7 +557,7 @@ int uring_setup(struct loop *l, struct bunring_error *err)
     }
     io_uring_buf_ring_init(l->buf_ring);
     for (uint32_t i = 0; i < l->buf_count; i++)
-        return_buffer(l, (uint16_t)i);
+        ur_return_buffer(l, (uint16_t)i);
     io_uring_buf_ring_advance(l->buf_ring, (int)l->returned_bufs);
     l->returned_bufs = 0;
     l->features |= BUNRING_FEAT_MULTISHOT_ACCEPT | BUNRING_FEAT_MULTISHOT_RECV | BUNRING_FEAT_BUF_RING;
@@ -915,21 +576,14 @@ void uring_run(struct loop *l)
     for (;;) {
         /* Done when every connection is closed and the accept request has completed: until then it
          * holds the listening socket open (and its port bound) even though our fd is closed. */
-        if (l->js)
-            js_publish(l);
+        l->app->publish(l);
         if (l->stopping && l->open_conns == 0 && !l->accept_armed)
             break;
-        if (l->js) {
-            /* Say we sleep, then look once more: a command published before JS saw the flag. */
-            js_sleep_begin(l);
-            if (js_commands_waiting(l) || js_room_waiting(l))
-                io_uring_submit(&l->ring);
-            else
-                io_uring_submit_and_wait(&l->ring, 1);
-            js_sleep_end(l);
-        } else {
+        if (l->app->sleep_begin(l))
+            io_uring_submit(&l->ring); /* work arrived while we said we sleep */
+        else
             io_uring_submit_and_wait(&l->ring, 1);
-        }
+        l->app->sleep_end(l);
         stat_add(l, BUNRING_STAT_WAIT_CALLS, 1);
         stat_add(l, BUNRING_STAT_LOOP_ITERATIONS, 1);
         l->now_ms = loop_clock_ms();
@@ -941,16 +595,15 @@ void uring_run(struct loop *l)
                 break;
         }
         io_uring_cq_advance(&l->ring, seen);
-        if (l->js)
-            js_run_commands(l);
+        l->app->poll(l);
         if (l->returned_bufs) {
             io_uring_buf_ring_advance(l->buf_ring, (int)l->returned_bufs);
             l->returned_bufs = 0;
         }
         /* Checked every iteration, not only when buffers came back: an ENOBUFS can arrive after the
          * last buffer was already returned, and nothing else would wake that connection. */
-        if (l->starved_head != NO_SLOT && (l->js || l->bufs_queued < l->buf_count))
-            wake_starved(l, l->buf_count - l->bufs_queued);
+        if (l->starved_head != NO_SLOT)
+            l->app->wake_starved(l);
         apply_stall_policy(l);
     }
 }
