@@ -71,7 +71,9 @@ struct bunring_config {
 #define BUNRING_FLAG_FORCE_NO_URING (1u << 2) /* behave as if io_uring were unavailable (testing) */
 #define BUNRING_FLAG_NO_FIXED_FILES (1u << 3) /* uring: ordinary fds instead of direct descriptors */
 #define BUNRING_FLAG_HANDLER (1u << 4)    /* handler mode: bytes go to JS through a channel per loop */
-#define BUNRING_FLAGS_ALL 0x1fu
+#define BUNRING_FLAG_REUSE_PORT (1u << 5) /* every loop's socket SO_REUSEPORT, no "port is free" check:
+                                             several servers (Workers, processes) share the port */
+#define BUNRING_FLAGS_ALL 0x3fu
 
 /* An error coming back from the shim: negative errno (or 0) and a human message. */
 struct bunring_error {

@@ -1,8 +1,9 @@
 /*
  * server.c — a server's life cycle: check the config, open one SO_REUSEPORT listening socket per
- * loop, start each loop on its own native thread (pinned if asked), wait until every loop has set up
- * its ring or epoll instance (so start returns only once the server listens, or returns the first
- * error with everything released), and later stop, join and free. Nothing here runs per request.
+ * loop (a single loop's is plain, unless the server shares its port with others: reusePort), start
+ * each loop on its own native thread (pinned if asked), wait until every loop has set up its ring or
+ * epoll instance (so start returns only once the server listens, or returns the first error with
+ * everything released), and later stop, join and free. Nothing here runs per request.
  */
 #include "internal.h"
 
@@ -133,8 +134,13 @@ static int open_listener(const struct bunring_config *cfg, const char *host, uin
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (bind(fd, (struct sockaddr *)&ss, len) != 0) {
         int e = errno;
-        if (e == EADDRINUSE)
-            set_error(err, -e, "port %u on %s is already in use: stop the other server or choose another port (0 picks a free one)",
+        if (e == EADDRINUSE && (cfg->flags & BUNRING_FLAG_REUSE_PORT))
+            set_error(err, -e, "port %u on %s is already in use by a socket that does not share it: reusePort shares a port "
+                               "only with servers that also set it (same user)",
+                      port, host);
+        else if (e == EADDRINUSE)
+            set_error(err, -e, "port %u on %s is already in use: stop the other server, choose another port (0 picks a free "
+                               "one), or give every server that should share it reusePort",
                       port, host);
         else if (e == EACCES)
             set_error(err, -e, "permission denied binding port %u on %s: ports below 1024 need root or CAP_NET_BIND_SERVICE; choose a port >= 1024",
@@ -333,10 +339,15 @@ static bunring_server *start(const struct bunring_config *cfg, const char *host,
     }
     raise_fd_limit(cfg->max_connections + 64u * cfg->threads + 256u);
 
-    /* Listening sockets first: with port 0 the first bind picks the port the others share. */
+    /* Listening sockets first: with port 0 the first bind picks the port the others share. Several
+     * loops share the port through SO_REUSEPORT, after a plain bind has checked that nobody else
+     * holds it. With BUNRING_FLAG_REUSE_PORT other servers may hold it (and join it later): no check,
+     * and even a single loop's socket gets SO_REUSEPORT. With port 0, the kernel then picks a port
+     * nobody holds: this server's loops share it, and other servers join by binding that port. */
     uint32_t port = cfg->port;
-    bool reuseport = srv->nloops > 1;
-    int rc = reuseport ? open_listener(cfg, host, port, false, NULL, &port, err) : 0;
+    bool shared = (cfg->flags & BUNRING_FLAG_REUSE_PORT) != 0;
+    bool reuseport = shared || srv->nloops > 1;
+    int rc = reuseport && !shared ? open_listener(cfg, host, port, false, NULL, &port, err) : 0;
     for (uint32_t i = 0; i < srv->nloops && rc == 0; i++) {
         struct loop *l = &srv->loops[i];
         rc = open_listener(cfg, host, port, reuseport, &l->listen_fd, i == 0 ? &port : NULL, err);

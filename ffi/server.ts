@@ -17,7 +17,7 @@ export const MAX_CPUS = 256;
 const STATS_STRIDE = 64;
 
 const BACKEND_CODES = { uring: 0, epoll: 1 } as const;
-const CONFIG_FLAGS = { sqpoll: 1 << 0, noDefer: 1 << 1, forceNoUring: 1 << 2, handler: 1 << 4 } as const;
+const CONFIG_FLAGS = { sqpoll: 1 << 0, noDefer: 1 << 1, forceNoUring: 1 << 2, handler: 1 << 4, reusePort: 1 << 5 } as const;
 
 /** enum bunring_stat, in order (checked against bunring_stat_name at load). */
 export const STAT_NAMES = [
@@ -200,6 +200,8 @@ export interface NativeConfig {
   stallTimeoutMs: number;
   cpus: readonly number[];
   sqpoll: boolean;
+  /** SO_REUSEPORT on every loop's socket, no "port is free" check: servers share the port. */
+  reusePort?: boolean;
   /** Handler mode: bytes go to JS through a channel per loop (startHandlerNative). */
   handler?: boolean;
   /** Testing aids: skip DEFER_TASKRUN, or act as if io_uring were unavailable. */
@@ -247,6 +249,7 @@ function encodeConfig(cfg: NativeConfig): Uint8Array {
   if (cfg.noDefer) flags |= CONFIG_FLAGS.noDefer;
   if (cfg.forceNoUring) flags |= CONFIG_FLAGS.forceNoUring;
   if (cfg.handler) flags |= CONFIG_FLAGS.handler;
+  if (cfg.reusePort) flags |= CONFIG_FLAGS.reusePort;
   u32(at.flags, flags);
   const cpus = cfg.cpus.slice(0, MAX_CPUS);
   u32(at.cpuCount, cpus.length);

@@ -61,6 +61,13 @@ export const OPTION_TABLE = [
     help: "event loops, one native thread and one SO_REUSEPORT socket each",
   },
   {
+    name: "reusePort",
+    flag: "--reuse-port",
+    kind: { type: "boolean" },
+    default: false,
+    help: "bind with SO_REUSEPORT so several servers (Workers, processes) share the port; the kernel spreads new connections over them",
+  },
+  {
     name: "cpus",
     flag: "--cpu",
     valueName: "LIST",

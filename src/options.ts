@@ -26,6 +26,12 @@ export interface ServeOptions {
   port?: number;
   /** Event loops, each on its own thread with its own SO_REUSEPORT socket. Default 1. */
   threads?: number;
+  /**
+   * Bind with SO_REUSEPORT so several servers (Bun Workers, processes of the same user) share the
+   * port; the kernel spreads new connections over them. Without it a port someone holds is refused.
+   * With port 0 this server gets a free port of its own: start the others on its `port`. Default false.
+   */
+  reusePort?: boolean;
   /** Pin loop i to cpus[i % cpus.length]. Default: no pinning. */
   cpus?: readonly number[];
   /** Bytes per receive buffer. Default 2048. */
@@ -189,6 +195,7 @@ export function resolveOptions(options: unknown, labels: Labels = {}): ResolvedO
     backend: Backend | "auto";
     host: string;
     cpus: number[] | undefined;
+    reusePort: boolean;
     sqpoll: boolean;
   } & Record<IntegerOptionName, number>;
   for (const rule of OPTION_RULES) {
@@ -210,6 +217,7 @@ export function resolveOptions(options: unknown, labels: Labels = {}): ResolvedO
       idleTimeoutMs: r.idleTimeoutMs,
       stallTimeoutMs: r.stallTimeoutMs,
       cpus: r.cpus ?? [],
+      reusePort: r.reusePort,
       sqpoll: r.sqpoll,
     },
   };

@@ -121,6 +121,7 @@ test("--help prints usage listing every flag and exits 0", async () => {
       "--host",
       "--port",
       "--threads",
+      "--reuse-port",
       "--cpu",
       "--buffer-size",
       "--buffers",

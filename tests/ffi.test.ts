@@ -126,6 +126,7 @@ describe("one table of options", () => {
           bufferSize: fc.constantFrom(256, 512, 1024, 2048, 65536),
           bufferCount: pow2,
           maxPendingBytes: fc.constantFrom(512, 1024, 4096, 65536, 1 << 20),
+          reusePort: fc.boolean(),
         }),
         (o) => {
           let tsOk = true;
