@@ -43,6 +43,8 @@ static const char *const stat_names[BUNRING_STAT_COUNT] = {
     [BUNRING_STAT_JS_COMMANDS] = "jsCommands",
     [BUNRING_STAT_JS_DOORBELLS] = "jsDoorbells",
     [BUNRING_STAT_JS_WAKEUPS] = "jsWakeups",
+    [BUNRING_STAT_JS_DIRECT_SENDS] = "jsDirectSends",
+    [BUNRING_STAT_JS_DIRECT_BYTES] = "jsDirectBytes",
 };
 
 _Static_assert(BUNRING_STAT_COUNT <= BUNRING_STATS_STRIDE, "stats stride too small");

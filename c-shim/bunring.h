@@ -99,7 +99,7 @@ struct bunring_error {
 
 /*
  * Per-loop statistics: BUNRING_STAT_COUNT 64-bit counters, each written only by its loop thread
- * with plain (relaxed) stores and read by TS without locks. A server with N loops exposes N blocks
+ * (jsDirect*: only by the JS thread) with plain (relaxed) stores and read by TS without locks. A server with N loops exposes N blocks
  * of BUNRING_STATS_STRIDE counters (padded so loops never share a cache line); TS sums them.
  * Names come from bunring_stat_name() so ffi/ can check its copy of this order at load time.
  */
@@ -139,6 +139,8 @@ enum bunring_stat {
     BUNRING_STAT_JS_COMMANDS,         /* handler mode: commands taken from JS */
     BUNRING_STAT_JS_DOORBELLS,        /* handler mode: times the loop woke the sleeping JS thread */
     BUNRING_STAT_JS_WAKEUPS,          /* handler mode: times JS woke the sleeping loop */
+    BUNRING_STAT_JS_DIRECT_SENDS,     /* handler mode: sends the JS thread made itself (bunring_js_send) */
+    BUNRING_STAT_JS_DIRECT_BYTES,     /* ... and their bytes (not in bytesOut, which counts the loop's) */
     BUNRING_STAT_COUNT
 };
 /* Room for the counters still to come (handler mode's among them) without changing the stride, which
@@ -296,6 +298,14 @@ BUNRING_API bunring_server *bunring_server_start_handler(const struct bunring_co
 BUNRING_API struct bunring_js_channel *bunring_js_channel_of(bunring_server *srv, uint32_t loop);
 BUNRING_API uint32_t *bunring_js_sent_of(bunring_server *srv, uint32_t loop);
 BUNRING_API void bunring_js_wake(bunring_server *srv, uint32_t loop);
+/* Handler mode, on the JS thread, at low load: sends up to len bytes to connection (slot, gen) of loop
+ * `loop` straight away, instead of a WRITE for a sleeping loop. Only when nothing JS wrote to that
+ * connection is still unsent (sent[slot] says so): then the loop has nothing to send on it and order
+ * holds. Returns the bytes the socket took (0 when it is full: hand them over as a WRITE),
+ * -ESTALE when the connection is gone, another negative errno on a socket error (the loop sees it
+ * too). Never blocks; safe against the loop closing the connection meanwhile (js_direct.c). */
+BUNRING_API int32_t bunring_js_send(bunring_server *srv, uint32_t loop, uint32_t slot, uint32_t gen,
+                                    const uint8_t *data, uint32_t len);
 BUNRING_API uint32_t bunring_server_port(const bunring_server *srv);
 BUNRING_API uint32_t bunring_server_features(const bunring_server *srv); /* BUNRING_FEAT_* in use */
 BUNRING_API uint32_t bunring_server_threads(const bunring_server *srv);

@@ -216,13 +216,28 @@ int conn_release(struct loop *l, struct conn *c)
     stat_add(l, (enum bunring_stat)c->close_reason, 1);
     stat_sub(l, BUNRING_STAT_CONN_OPEN, 1);
     __atomic_sub_fetch(&l->srv->open_total, 1, __ATOMIC_ACQ_REL);
+    /* The new generation first, then (handler mode) wait out a JS-thread send on this fd: after
+     * that, nobody but the caller uses the fd (js_direct.c). */
+    __atomic_store_n(&c->gen, (c->gen + 1) & BUNRING_UD_MAX_GEN, __ATOMIC_SEQ_CST);
+    if (l->js_guard)
+        js_direct_fence(l, conn_slot(l, c));
     c->fd = -1;
     c->flags = 0;
-    c->gen = (c->gen + 1) & BUNRING_UD_MAX_GEN;
     c->next = l->free_head;
     l->free_head = conn_slot(l, c);
     l->open_conns--;
     return fd;
+}
+
+uint32_t conn_idle_for(const struct loop *l, const struct conn *c)
+{
+    uint32_t last = c->last_active;
+    if (l->js_active) { /* the JS thread's sends count as activity too */
+        uint32_t js = __atomic_load_n(&l->js_active[conn_slot(l, c)], __ATOMIC_RELAXED);
+        if ((int32_t)(js - last) > 0)
+            last = js;
+    }
+    return l->now_ms - last;
 }
 
 struct conn *conn_lookup(struct loop *l, uint32_t slot, uint32_t gen)

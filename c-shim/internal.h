@@ -133,6 +133,8 @@ struct loop {
     /* handler mode (js_channel.c) */
     struct bunring_js_channel *js; /* NULL in echo mode */
     uint32_t *js_sent;             /* bytes sent per slot, read by JS */
+    uint32_t *js_guard;            /* per slot: 1 while the JS thread sends on it (js_direct.c) */
+    uint32_t *js_active;           /* per slot: loop clock (ms) of the JS thread's last send on it */
     uint32_t js_ev_tail;           /* events written, not all published yet */
     uint32_t js_cmd_head;
     uint32_t js_rx_tail;
@@ -255,6 +257,11 @@ void js_open(struct loop *l, struct conn *c, uint32_t at);       /* OPEN, peer a
 /* OPEN when the channel has room; else the connection is marked unopened and waits (starved list,
  * nothing read from it) until JS has consumed. true: opened. */
 bool js_try_open(struct loop *l, struct conn *c);
+
+/* JS-thread sends (js_direct.c): a slot being released waits until no such send is using its fd. */
+void js_direct_fence(struct loop *l, uint32_t slot);
+/* Milliseconds since anything moved on the connection (the loop's I/O or the JS thread's sends). */
+uint32_t conn_idle_for(const struct loop *l, const struct conn *c);
 
 /* ---- backends ---- */
 int uring_setup(struct loop *l, struct bunring_error *err); /* on the loop thread */

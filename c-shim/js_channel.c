@@ -30,7 +30,9 @@ int js_channel_alloc(struct loop *l, struct bunring_error *err)
 {
     void *mem = loop_alloc_aligned(l, 4096, sizeof(struct bunring_js_channel));
     l->js_sent = loop_alloc(l, sizeof(uint32_t) * l->max_conns);
-    if (!mem || !l->js_sent) {
+    l->js_guard = loop_alloc(l, sizeof(uint32_t) * l->max_conns);
+    l->js_active = loop_alloc(l, sizeof(uint32_t) * l->max_conns);
+    if (!mem || !l->js_sent || !l->js_guard || !l->js_active) {
         free(mem);
         set_error(err, -ENOMEM, "out of memory for the handler channel (%zu bytes)", sizeof(struct bunring_js_channel));
         return -ENOMEM;
@@ -45,8 +47,12 @@ void js_channel_free(struct loop *l)
 {
     free(l->js);
     free(l->js_sent);
+    free(l->js_guard);
+    free(l->js_active);
     l->js = NULL;
     l->js_sent = NULL;
+    l->js_guard = NULL;
+    l->js_active = NULL;
 }
 
 uint32_t js_rx_room(struct loop *l, uint32_t *offset)
@@ -167,6 +173,7 @@ void js_count_sent(struct loop *l, struct conn *c, uint32_t n)
 void js_open(struct loop *l, struct conn *c, uint32_t at)
 {
     __atomic_store_n(&l->js_sent[conn_slot(l, c)], 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&l->js_active[conn_slot(l, c)], l->now_ms, __ATOMIC_RELAXED);
     uint8_t *out = l->js->rx + (at & (BUNRING_JS_BYTES - 1u));
     memset(out, 0, BUNRING_JS_PEER_ADDRESS_BYTES);
     struct sockaddr_storage ss;

@@ -235,7 +235,7 @@ static void close_all(struct loop *l, enum bunring_stat reason, bool idle_only)
         struct conn *c = &l->conns[i];
         if (!(c->flags & CONN_IN_USE))
             continue;
-        if (!idle_only || l->now_ms - c->last_active >= l->idle_ms)
+        if (!idle_only || conn_idle_for(l, c) >= l->idle_ms)
             ep_close(l, c, reason);
     }
 }

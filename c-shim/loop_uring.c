@@ -368,7 +368,7 @@ static void idle_sweep(struct loop *l)
 {
     for (uint32_t i = 0; i < l->fresh_slots; i++) {
         struct conn *c = &l->conns[i];
-        if ((c->flags & CONN_IN_USE) && !(c->flags & CONN_CLOSING) && l->now_ms - c->last_active >= l->idle_ms)
+        if ((c->flags & CONN_IN_USE) && !(c->flags & CONN_CLOSING) && conn_idle_for(l, c) >= l->idle_ms)
             ur_close(l, c, BUNRING_STAT_CONN_CLOSED_IDLE);
     }
 }

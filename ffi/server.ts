@@ -56,6 +56,8 @@ export const STAT_NAMES = [
   "jsCommands",
   "jsDoorbells",
   "jsWakeups",
+  "jsDirectSends",
+  "jsDirectBytes",
 ] as const;
 export type StatName = (typeof STAT_NAMES)[number];
 
