@@ -62,8 +62,9 @@ extern const struct app app_js_epoll, app_js_uring;     /* app_js.c */
 void ep_close(struct loop *l, struct conn *c, enum bunring_stat reason);
 void ep_want_write(struct loop *l, struct conn *c, bool on); /* EPOLLOUT armed while bytes are queued */
 /* Sends what the socket takes at once (when nothing is queued before it) and queues in pool buffers
- * what it did not, as far as the pool has room; *taken = bytes sent or queued. false: closed. */
-bool ep_send(struct loop *l, struct conn *c, const uint8_t *data, uint32_t n, uint32_t *taken);
+ * what it did not, at most `room` bytes (queue_room or queue_room_fair); *taken = bytes sent or
+ * queued. false: the connection closed (a socket error). */
+bool ep_send(struct loop *l, struct conn *c, const uint8_t *data, uint32_t n, uint32_t room, uint32_t *taken);
 /* Stopping with our FIN sent: reads and drops input until EAGAIN or the peer's EOF. false: closed. */
 bool ep_discard_input(struct loop *l, struct conn *c);
 /* Flushes the queue when writable, resumes a pause below the limit, then the application's turn. */

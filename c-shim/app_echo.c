@@ -125,7 +125,7 @@ static bool echo_read(struct loop *l, struct conn *c)
         stat_add(l, BUNRING_STAT_RECV_COMPLETIONS, 1);
         stat_add(l, BUNRING_STAT_BYTES_IN, (uint64_t)n);
         uint32_t taken;
-        if (!ep_send(l, c, l->scratch, (uint32_t)n, &taken)) /* takes all: n fits in the pool */
+        if (!ep_send(l, c, l->scratch, (uint32_t)n, want, &taken)) /* takes all: n <= want */
             return false;
     }
     return true;

@@ -73,52 +73,111 @@ struct js_backend {
     void (*resumed)(struct loop *l, struct conn *c); /* JS resumed: receive again */
 };
 
-/* Takes JS's commands in order. A command for a connection that is gone (generation mismatch) or
- * closing is dropped, as is a WRITE after our FIN. Stops early only when a WRITE cannot be taken yet. */
+/* Runs one command on a live connection. false: a WRITE could not be taken whole (the record is cut
+ * to the rest, and the connection pauses: its peer must read first). */
+static bool js_apply(struct loop *l, const struct js_backend *b, struct conn *c, struct bunring_js_record *r)
+{
+    switch (r->type_gen & 0xffu) {
+    case BUNRING_JS_CMD_WRITE:
+        if (!b->write(l, c, r)) {
+            if (!(c->flags & CONN_PAUSED))
+                conn_pause(l, c); /* a candidate for the stall policy until its peer reads */
+            return false;
+        }
+        break;
+    case BUNRING_JS_CMD_END:
+        c->flags |= CONN_JS_END;
+        b->settle(l, c);
+        break;
+    case BUNRING_JS_CMD_TERMINATE: {
+        struct linger hard = {.l_onoff = 1, .l_linger = 0}; /* close sends RST */
+        setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &hard, sizeof(hard));
+        b->close(l, c, BUNRING_STAT_CONN_CLOSED_RESET);
+        break;
+    }
+    case BUNRING_JS_CMD_WANT_DRAIN:
+        c->flags |= CONN_JS_WANT_DRAIN;
+        b->settle(l, c);
+        break;
+    case BUNRING_JS_CMD_PAUSE:
+        c->flags |= CONN_JS_PAUSED;
+        b->paused(l, c);
+        break;
+    case BUNRING_JS_CMD_RESUME:
+        c->flags &= ~(uint32_t)CONN_JS_PAUSED;
+        b->resumed(l, c);
+        break;
+    default:
+        stat_add(l, BUNRING_STAT_ERRORS, 1);
+        break;
+    }
+    return true;
+}
+
+/* The connection a command is for, or NULL when it is gone (generation mismatch) or closing, or the
+ * command is a WRITE after our FIN: then the command is dropped. */
+static struct conn *js_target(struct loop *l, const struct bunring_js_record *r)
+{
+    struct conn *c = conn_lookup(l, r->slot, r->type_gen >> 8);
+    if (c && ((c->flags & CONN_CLOSING) || ((r->type_gen & 0xffu) == BUNRING_JS_CMD_WRITE && (c->flags & CONN_WR_SHUT))))
+        return NULL;
+    return c;
+}
+
+/* Retries the deferred commands in order; a connection whose command still cannot run keeps its
+ * later ones waiting too (CONN_JS_HELD, for this pass). */
+static void js_run_deferred(struct loop *l, const struct js_backend *b)
+{
+    uint32_t n = l->js_deferred_n, keep = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        struct bunring_js_record *r = &l->js_deferred[i];
+        struct conn *c = js_target(l, r);
+        if (c && (c->flags & CONN_JS_HELD)) {
+            l->js_deferred[keep++] = *r;
+            continue;
+        }
+        if (!c)
+            continue;
+        c->js_deferred--;
+        if (!js_apply(l, b, c, r)) { /* r was cut to the rest: still the connection's next command */
+            c->js_deferred++;
+            c->flags |= CONN_JS_HELD;
+            l->js_deferred[keep++] = *r;
+        } else if (c->js_deferred == 0 && conn_lookup(l, r->slot, r->type_gen >> 8)) {
+            b->settle(l, c); /* its last deferred command ran: DRAIN, FIN or close may be due now */
+        }
+    }
+    l->js_deferred_n = keep;
+    for (uint32_t i = 0; i < keep; i++) {
+        struct conn *c = conn_lookup(l, l->js_deferred[i].slot, l->js_deferred[i].type_gen >> 8);
+        if (c)
+            c->flags &= ~(uint32_t)CONN_JS_HELD;
+    }
+    if (keep != n)
+        js_tx_release(l);
+}
+
+/* Takes JS's commands in order. Per connection, order holds: a WRITE the pool cannot take whole
+ * (its peer does not read) is set aside on the deferred list with every later command of that
+ * connection (but TERMINATE, PAUSE and RESUME, which act at once), and the ring moves on, so other
+ * connections are not held up. Only when that list is full does the ring's head wait. */
 static void js_run_commands(struct loop *l, const struct js_backend *b)
 {
+    if (l->js_deferred_n > 0)
+        js_run_deferred(l, b);
     struct bunring_js_record *r;
     while ((r = js_command_peek(l)) != NULL) {
+        struct conn *c = js_target(l, r);
         uint32_t type = r->type_gen & 0xffu;
-        struct conn *c = conn_lookup(l, r->slot, r->type_gen >> 8);
-        if (c && ((c->flags & CONN_CLOSING) || (type == BUNRING_JS_CMD_WRITE && (c->flags & CONN_WR_SHUT))))
-            c = NULL;
+        bool now = type == BUNRING_JS_CMD_TERMINATE || type == BUNRING_JS_CMD_PAUSE || type == BUNRING_JS_CMD_RESUME;
+        if (c && (c->js_deferred == 0 || now) && js_apply(l, b, c, r))
+            c = NULL; /* done */
         if (c) {
-            switch (type) {
-            case BUNRING_JS_CMD_WRITE:
-                if (!b->write(l, c, r)) {
-                    js_command_blocked(l);
-                    if (!(c->flags & CONN_PAUSED))
-                        conn_pause(l, c); /* its peer must read first: a candidate for the stall policy */
-                    return;
-                }
-                break;
-            case BUNRING_JS_CMD_END:
-                c->flags |= CONN_JS_END;
-                b->settle(l, c);
-                break;
-            case BUNRING_JS_CMD_TERMINATE: {
-                struct linger hard = {.l_onoff = 1, .l_linger = 0}; /* close sends RST */
-                setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &hard, sizeof(hard));
-                b->close(l, c, BUNRING_STAT_CONN_CLOSED_RESET);
-                break;
+            if (!js_defer(l, r)) {
+                js_command_blocked(l);
+                return;
             }
-            case BUNRING_JS_CMD_WANT_DRAIN:
-                c->flags |= CONN_JS_WANT_DRAIN;
-                b->settle(l, c);
-                break;
-            case BUNRING_JS_CMD_PAUSE:
-                c->flags |= CONN_JS_PAUSED;
-                b->paused(l, c);
-                break;
-            case BUNRING_JS_CMD_RESUME:
-                c->flags &= ~(uint32_t)CONN_JS_PAUSED;
-                b->resumed(l, c);
-                break;
-            default:
-                stat_add(l, BUNRING_STAT_ERRORS, 1);
-                break;
-            }
+            c->js_deferred++;
         }
         js_command_done(l, r);
     }
@@ -185,6 +244,12 @@ static void js_settle_epoll(struct loop *l, struct conn *c)
         ep_want_write(l, c, true);
         return;
     }
+    if (c->js_deferred > 0) {
+        /* JS's later bytes wait on the deferred list (retried after every batch): the socket turning
+         * writable is what lets them go, so EPOLLOUT stays armed; nothing else is due yet. */
+        ep_want_write(l, c, true);
+        return;
+    }
     if ((c->flags & CONN_JS_WANT_DRAIN) && js_event_room(l, true)) {
         c->flags &= ~(uint32_t)CONN_JS_WANT_DRAIN;
         js_event(l, BUNRING_JS_EV_DRAIN, c, 0, 0);
@@ -206,7 +271,7 @@ static void js_settle_epoll(struct loop *l, struct conn *c)
 static bool js_write_epoll(struct loop *l, struct conn *c, struct bunring_js_record *r)
 {
     uint32_t taken;
-    if (!ep_send(l, c, js_tx_bytes(l, r->offset), r->len, &taken))
+    if (!ep_send(l, c, js_tx_bytes(l, r->offset), r->len, queue_room_fair(l, c), &taken))
         return true; /* the connection closed: nothing more to do with this WRITE */
     bool all = taken == r->len;
     if (!all) {
@@ -341,7 +406,7 @@ static void js_settle_uring(struct loop *l, struct conn *c)
 {
     if (c->flags & CONN_CLOSING)
         return;
-    if (c->q_head == NO_BUF && !(c->flags & CONN_SEND_INFLIGHT)) {
+    if (c->q_head == NO_BUF && !(c->flags & CONN_SEND_INFLIGHT) && c->js_deferred == 0) {
         if ((c->flags & CONN_JS_WANT_DRAIN) && js_event_room(l, true)) {
             c->flags &= ~(uint32_t)CONN_JS_WANT_DRAIN;
             js_event(l, BUNRING_JS_EV_DRAIN, c, 0, 0);
@@ -393,7 +458,7 @@ static void js_wake_starved_uring(struct loop *l)
 /* Copied into send buffers and sent like an echo. */
 static bool js_write_uring(struct loop *l, struct conn *c, struct bunring_js_record *r)
 {
-    uint32_t room = queue_room(l, c);
+    uint32_t room = queue_room_fair(l, c);
     uint32_t k = r->len < room ? r->len : room;
     if (k > 0)
         queue_append(l, c, js_tx_bytes(l, r->offset), k);

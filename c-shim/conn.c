@@ -20,6 +20,9 @@
  *      for one — the grace shrinks to EXHAUSTED_STALL_MS: the paused peer that has read nothing the
  *      longest, if that is at least this long, is closed, one at a time until buffers come back.
  *      Long enough that a reader held up by a busy machine is not mistaken for one that stopped.
+ *   4. Handler mode: what JS writes is queued in the pool too (queue_room_fair): a connection that
+ *      already holds PRESSURE_PAUSE_BUFFERS buffers may not take free buffers out of the reserve, so
+ *      one whose peer does not read cannot take the buffers other connections need to answer.
  * Memory stays what the pool was at start: nothing is copied out of it.
  */
 #include "internal.h"
@@ -223,6 +226,7 @@ int conn_release(struct loop *l, struct conn *c)
         js_direct_fence(l, conn_slot(l, c));
     c->fd = -1;
     c->flags = 0;
+    c->js_deferred = 0; /* its deferred commands are dropped: they no longer find it */
     c->next = l->free_head;
     l->free_head = conn_slot(l, c);
     l->open_conns--;
@@ -432,6 +436,18 @@ static uint32_t free_buffers(const struct loop *l)
     return l->buf_count - l->bufs_queued;
 }
 
+uint32_t queue_room_fair(const struct loop *l, const struct conn *c)
+{
+    uint32_t tail = c->q_tail != NO_BUF ? l->buf_size - l->buf_len[c->q_tail] : 0;
+    /* Every free buffer above the reserve, and of the reserve only what brings the connection up to
+     * PRESSURE_PAUSE_BUFFERS: past its first buffers, it leaves the reserve to others. */
+    uint32_t above = l->free_bufs > l->reserve_bufs ? l->free_bufs - l->reserve_bufs : 0;
+    uint32_t in_reserve = l->free_bufs - above;
+    uint32_t share = c->held < PRESSURE_PAUSE_BUFFERS ? PRESSURE_PAUSE_BUFFERS - c->held : 0;
+    uint64_t room = tail + (uint64_t)(above + (share < in_reserve ? share : in_reserve)) * l->buf_size;
+    return room > UINT32_MAX ? UINT32_MAX : (uint32_t)room;
+}
+
 void pool_update_pressure(struct loop *l)
 {
     bool pressure = free_buffers(l) <= l->reserve_bufs;
@@ -457,7 +473,8 @@ static uint32_t oldest_stall_ms(const struct loop *l)
 static uint32_t stall_grace(const struct loop *l)
 {
     uint32_t grace = l->stall_ms ? l->stall_ms : UINT32_MAX;
-    bool exhausted = free_buffers(l) == 0 && (l->starved_head != NO_SLOT || l->js_blocked);
+    bool waiting = l->starved_head != NO_SLOT || l->js_blocked || l->js_deferred_n > 0;
+    bool exhausted = free_buffers(l) == 0 && waiting;
     return exhausted && EXHAUSTED_STALL_MS < grace ? EXHAUSTED_STALL_MS : grace;
 }
 

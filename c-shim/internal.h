@@ -36,6 +36,7 @@ enum conn_flag {
     CONN_JS_WANT_DRAIN = 1u << 12, /* handler mode: send a DRAIN event once nothing is queued */
     CONN_JS_PAUSED = 1u << 13,    /* handler mode: JS paused reading */
     CONN_JS_UNOPENED = 1u << 14,  /* handler mode: accepted, OPEN not yet published (JS is behind) */
+    CONN_JS_HELD = 1u << 15,      /* handler mode: a deferred command of it waits (one pass over them) */
 };
 
 struct conn {
@@ -58,6 +59,7 @@ struct conn {
     uint32_t paused_since; /* loop clock (ms) when the current pause began */
     uint32_t send_bytes;  /* uring: bytes asked of the send in flight */
     uint32_t last_active; /* loop clock (ms) of the last byte in or out */
+    uint32_t js_deferred; /* handler mode: its commands waiting in the loop's deferred list */
 };
 
 struct bunring_server;
@@ -138,8 +140,11 @@ struct loop {
     uint32_t js_ev_tail;           /* events written, not all published yet */
     uint32_t js_cmd_head;
     uint32_t js_rx_tail;
-    bool js_blocked;          /* a WRITE waits at the command ring's head for pool room */
+    bool js_blocked;          /* a command waits at the ring's head (the deferred list is full) */
     uint32_t js_blocked_tail; /* the command tail seen then: only newer commands are news */
+    struct bunring_js_record *js_deferred; /* commands waiting for their connection's earlier WRITE */
+    uint32_t js_deferred_n;
+    uint32_t js_tx_done; /* end of the last WRITE taken: tx_head, unless a deferred WRITE holds it back */
 
     /* epoll state */
     int epfd;
@@ -208,6 +213,8 @@ void queue_push(struct loop *l, struct conn *c, uint16_t bid, uint32_t len);
 uint16_t buf_take(struct loop *l); /* from the free list; the caller checked free_bufs */
 void buf_give(struct loop *l, uint16_t bid);
 uint32_t queue_room(const struct loop *l, const struct conn *c); /* tail buffer's space + free buffers */
+/* queue_room, but a connection holding a few buffers already may not dig into the reserve (conn.c). */
+uint32_t queue_room_fair(const struct loop *l, const struct conn *c);
 /* Appends bytes to the queue, filling the tail buffer first; the caller made sure they fit. */
 void queue_append(struct loop *l, struct conn *c, const uint8_t *data, uint32_t n);
 uint16_t queue_pop(struct loop *l, struct conn *c); /* returns the head buffer id */
@@ -247,6 +254,11 @@ bool js_commands_waiting(const struct loop *l);
 /* The next command, or NULL; js_command_done releases it (and its tx bytes). */
 struct bunring_js_record *js_command_peek(struct loop *l);
 void js_command_done(struct loop *l, const struct bunring_js_record *r);
+/* The deferred list: a command set aside until its connection's earlier WRITE is taken (false: the
+ * list is full), and after the list changed, handing JS the tx bytes it may reuse: up to the oldest
+ * deferred WRITE's bytes. */
+bool js_defer(struct loop *l, const struct bunring_js_record *r);
+void js_tx_release(struct loop *l);
 uint8_t *js_tx_bytes(const struct loop *l, uint32_t offset);
 void js_sleep_begin(struct loop *l); /* store c_wants_room and c_sleeping = 1 (then re-check for work) */
 void js_command_blocked(struct loop *l); /* the head command must wait: do not spin on it */

@@ -20,6 +20,9 @@
 /* Records kept free for END, DRAIN and CLOSE, so a connection's close always reaches JS: OPEN and
  * DATA stop (connections wait) once only this many are left. */
 #define EVENT_RESERVE (BUNRING_JS_RECORDS / 4u)
+/* Commands that may wait behind a WRITE the pool cannot take yet, per loop (app_js.c); past this many
+ * the ring's head waits instead. */
+#define DEFERRED_MAX 4096u
 /* Below this much contiguous room at the end of rx, a reservation skips to the start of the area. */
 #define MIN_CONTIGUOUS 4096u
 
@@ -32,7 +35,8 @@ int js_channel_alloc(struct loop *l, struct bunring_error *err)
     l->js_sent = loop_alloc(l, sizeof(uint32_t) * l->max_conns);
     l->js_guard = loop_alloc(l, sizeof(uint32_t) * l->max_conns);
     l->js_active = loop_alloc(l, sizeof(uint32_t) * l->max_conns);
-    if (!mem || !l->js_sent || !l->js_guard || !l->js_active) {
+    l->js_deferred = loop_alloc(l, sizeof(struct bunring_js_record) * DEFERRED_MAX);
+    if (!mem || !l->js_sent || !l->js_guard || !l->js_active || !l->js_deferred) {
         free(mem);
         set_error(err, -ENOMEM, "out of memory for the handler channel (%zu bytes)", sizeof(struct bunring_js_channel));
         return -ENOMEM;
@@ -49,6 +53,8 @@ void js_channel_free(struct loop *l)
     free(l->js_sent);
     free(l->js_guard);
     free(l->js_active);
+    free(l->js_deferred);
+    l->js_deferred = NULL;
     l->js = NULL;
     l->js_sent = NULL;
     l->js_guard = NULL;
@@ -132,9 +138,31 @@ void js_command_done(struct loop *l, const struct bunring_js_record *r)
 {
     l->js_cmd_head++;
     stat_add(l, BUNRING_STAT_JS_COMMANDS, 1);
-    if ((r->type_gen & 0xffu) == BUNRING_JS_CMD_WRITE)
-        __atomic_store_n(&l->js->tx_head, r->offset + r->len, __ATOMIC_RELEASE);
+    if ((r->type_gen & 0xffu) == BUNRING_JS_CMD_WRITE) {
+        l->js_tx_done = r->offset + r->len;
+        js_tx_release(l);
+    }
     __atomic_store_n(&l->js->cmd_head, l->js_cmd_head, __ATOMIC_RELEASE);
+}
+
+bool js_defer(struct loop *l, const struct bunring_js_record *r)
+{
+    if (l->js_deferred_n == DEFERRED_MAX)
+        return false;
+    l->js_deferred[l->js_deferred_n++] = *r;
+    return true;
+}
+
+void js_tx_release(struct loop *l)
+{
+    uint32_t head = l->js_tx_done;
+    /* The list keeps ring order, so its first WRITE holds the oldest bytes still needed. */
+    for (uint32_t i = 0; i < l->js_deferred_n; i++)
+        if ((l->js_deferred[i].type_gen & 0xffu) == BUNRING_JS_CMD_WRITE) {
+            head = l->js_deferred[i].offset;
+            break;
+        }
+    __atomic_store_n(&l->js->tx_head, head, __ATOMIC_RELEASE);
 }
 
 uint8_t *js_tx_bytes(const struct loop *l, uint32_t offset)

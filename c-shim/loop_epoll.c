@@ -66,7 +66,7 @@ static void count_sent(struct loop *l, struct conn *c, uint32_t n)
     l->app->sent(l, c, n);
 }
 
-bool ep_send(struct loop *l, struct conn *c, const uint8_t *data, uint32_t n, uint32_t *taken)
+bool ep_send(struct loop *l, struct conn *c, const uint8_t *data, uint32_t n, uint32_t room, uint32_t *taken)
 {
     uint32_t done = 0;
     if (c->q_head == NO_BUF) {
@@ -84,7 +84,6 @@ bool ep_send(struct loop *l, struct conn *c, const uint8_t *data, uint32_t n, ui
             stat_add(l, s < 0 ? BUNRING_STAT_SEND_EAGAIN : BUNRING_STAT_SHORT_SENDS, 1);
     }
     uint32_t rest = n - done;
-    uint32_t room = queue_room(l, c);
     uint32_t k = rest < room ? rest : room;
     if (k > 0)
         queue_append(l, c, data + done, k);

@@ -868,6 +868,7 @@ static void scenario_loadgen_pipelined(uint32_t backend, bool client_uring)
  * written, publishes cmd_tail and wakes a loop only when c_sleeping is 1 (after publishing, or after
  * freeing room when c_wants_room is 1 too), and before blocking stores js_sleeping = 1 and looks at
  * ev_tail once more. It blocks on an eventfd that the doorbell (called on a loop thread) only writes.
+ * Like src/socket.ts it keeps at most HJS_HIGH_WATER bytes of a connection written and not sent.
  * What it cannot hand to tx at once (full tx or command ring) waits in a per-connection backlog, with
  * WANT_DRAIN asked once per wait, PAUSE above HJS_PAUSE_AT and RESUME below HJS_RESUME_AT; control
  * commands that find the ring full are held, in order, and no WRITE overtakes them.
@@ -882,6 +883,7 @@ static void scenario_loadgen_pipelined(uint32_t backend, bool client_uring)
 #define HJS_RECORD_MASK (BUNRING_JS_RECORDS - 1u)
 #define HJS_BYTE_MASK (BUNRING_JS_BYTES - 1u)
 #define HJS_MIN_CONTIGUOUS 4096u /* as src/channel.ts (tx) and js_channel.c (rx) */
+#define HJS_HIGH_WATER (1u << 20) /* a connection's bytes written and not sent, at most (highWaterMark) */
 #define HJS_PAUSE_AT (256u << 10)
 #define HJS_RESUME_AT (64u << 10)
 #define HJS_IDLE_WAIT_MS 2000
@@ -1455,7 +1457,10 @@ static void hjs_flush(struct hjs *h, struct hloop *L)
             }
         }
         while (st->bl_len > 0) {
-            uint32_t want = st->bl_len > (1u << 20) ? (1u << 20) : (uint32_t)st->bl_len;
+            uint32_t unsent = st->written - __atomic_load_n(&L->sent[slot], __ATOMIC_ACQUIRE);
+            if (unsent >= HJS_HIGH_WATER)
+                break;
+            uint32_t want = st->bl_len > HJS_HIGH_WATER - unsent ? HJS_HIGH_WATER - unsent : (uint32_t)st->bl_len;
             uint32_t k = hjs_write(L, slot, st->gen, st->bl + st->bl_head, want);
             if (k == 0)
                 break;
@@ -2007,7 +2012,7 @@ static void scenario_handler_stall(uint32_t backend, uint32_t threads)
     cfg.buffer_size = 512;
     cfg.buffer_count = 16;
     cfg.max_pending_bytes = 1024;
-    cfg.stall_timeout_ms = 100;
+    cfg.stall_timeout_ms = 1500; /* long enough to see others served while the stalled one waits */
     cfg.drain_ms = 200;
     struct hjs *h = hjs_start(ctx, &cfg);
     if (!h)
@@ -2032,11 +2037,28 @@ static void scenario_handler_stall(uint32_t backend, uint32_t threads)
         hjs_directive(h, lp, HJS_FLOOD, (uint64_t)8 << 20); /* the JS side writes 8 MiB at its first byte */
         size_t sent = 0;
         int end_errno = 0;
+        bool others_checked = false;
         uint64_t t0 = now_ms();
         while (!end_errno && now_ms() - t0 < 20000 && sent < ((size_t)256 << 20)) {
             struct pollfd p = {.fd = fd, .events = POLLOUT};
-            if (poll(&p, 1, 100) <= 0)
+            if (poll(&p, 1, 100) <= 0) {
+                /* The server stopped reading it and holds JS's unsent WRITE, its buffers down to the
+                 * reserve: other connections (on any loop; replies that fit the reserve) must still be
+                 * answered, not wait behind its WRITE until it is closed. */
+                if (!others_checked && stat_sum(srv, BUNRING_STAT_PRESSURE_EVENTS) > 0) {
+                    others_checked = true;
+                    uint64_t t1 = now_ms();
+                    unsigned bad = run_echo_clients(ctx, port, 2, 600, 970);
+                    uint64_t took = now_ms() - t1;
+                    note("%s: 2 other clients echoed in %llu ms while the stalled one held its WRITE", ctx,
+                         (unsigned long long)took);
+                    check(bad == 0 && stat_sum(srv, BUNRING_STAT_CONN_CLOSED_STALLED) == 0, ctx,
+                          "other clients while a WRITE waited for a peer that does not read: %u failed, "
+                          "connClosedStalled %llu (they were served only once it was closed)",
+                          bad, (unsigned long long)stat_sum(srv, BUNRING_STAT_CONN_CLOSED_STALLED));
+                }
                 continue;
+            }
             ssize_t w = send(fd, pat + sent % PATLEN, PATLEN - sent % PATLEN, MSG_NOSIGNAL);
             if (w > 0)
                 sent += (size_t)w;
@@ -2047,12 +2069,13 @@ static void scenario_handler_stall(uint32_t backend, uint32_t threads)
              (unsigned long long)(now_ms() - t0), end_errno ? strerror(end_errno) : "not closed");
         check(end_errno == ECONNRESET || end_errno == EPIPE, ctx, "non-reading client: not closed by the server (%zu bytes sent, %s)",
               sent, end_errno ? strerror(end_errno) : "still open after 20 s");
+        check(others_checked, ctx, "the pool never came under pressure: other clients were not tried while it did");
         uint32_t unsent = 0;
         int reason = hjs_wait_close_reason(h, lp, 5000, &unsent);
         check(reason == BUNRING_STAT_CONN_CLOSED_STALLED, ctx, "non-reading client: CLOSE reason %d (%s)", reason,
               reason >= 0 ? bunring_stat_name((uint32_t)reason) : "no CLOSE");
         note("%s: %u bytes written and not sent when it was closed", ctx, unsent);
-        /* More than the pool holds was written and not sent: a WRITE still waited in the ring for pool room. */
+        /* More than the pool holds was written and not sent: a WRITE still waited (deferred) for pool room. */
         check(unsent > cfg.buffer_count * cfg.buffer_size, ctx,
               "non-reading client: %u bytes written and not sent at its CLOSE; a waiting WRITE needs more than the pool's %u",
               unsent, cfg.buffer_count * cfg.buffer_size);
