@@ -56,6 +56,9 @@ export function openChannel(native: NativeChannel): Channel {
   let txHeadSeen = Atomics.load(words, at.txHead) >>> 0;
   // Control commands that found the ring full, as [type, slot, gen] triples, oldest first.
   const held: number[] = [];
+  // Where the room reserve() returned starts (a free-running tx offset): set by each reserve() call,
+  // so that a write allocates nothing.
+  let reservedAt = 0;
 
   function ringHasRoom(): boolean {
     if (((cmdTail - cmdHeadSeen) >>> 0) < JS_RECORDS) return true;
@@ -82,11 +85,11 @@ export function openChannel(native: NativeChannel): Channel {
   }
 
   /**
-   * Contiguous tx room for up to `want` bytes (at most one record's worth) at the returned offset;
+   * Contiguous tx room for up to `want` bytes (at most one record's worth), starting at reservedAt;
    * 0 when tx is full. Skips the short end of the area when the request does not fit before it: the
    * loop frees the skipped bytes along with the next WRITE record.
    */
-  function reserve(want: number): { offset: number; room: number } {
+  function reserve(want: number): number {
     let free = JS_BYTES - ((txTail - txHeadSeen) >>> 0);
     if (free < want) {
       txHeadSeen = Atomics.load(words, at.txHead) >>> 0;
@@ -98,7 +101,8 @@ export function openChannel(native: NativeChannel): Channel {
       free -= toEnd;
       toEnd = JS_BYTES;
     }
-    return { offset: txTail, room: Math.min(free, toEnd, JS_MAX_RECORD_BYTES, want) };
+    reservedAt = txTail;
+    return Math.min(free, toEnd, JS_MAX_RECORD_BYTES, want);
   }
 
   return {
@@ -146,9 +150,11 @@ export function openChannel(native: NativeChannel): Channel {
       const total = Math.min(bytes.length, max);
       let done = 0;
       while (done < total && ringHasRoom()) {
-        const { offset, room } = reserve(total - done);
+        const room = reserve(total - done);
         if (room === 0) break;
-        tx.set(bytes.subarray(done, done + room), offset & BYTE_MASK);
+        const offset = reservedAt;
+        // Whole (the usual case): no view to make.
+        tx.set(room === bytes.length ? bytes : bytes.subarray(done, done + room), offset & BYTE_MASK);
         putRecord(1 /* WRITE */, slot, gen, offset, room);
         txTail = (txTail + room) >>> 0;
         done += room;
@@ -162,8 +168,9 @@ export function openChannel(native: NativeChannel): Channel {
       let chars = 0;
       while (chars < text.length && bytes < max && ringHasRoom()) {
         // At most 3 bytes per UTF-16 unit (a surrogate pair: 4 bytes for 2 units).
-        const { offset, room } = reserve(Math.min(max - bytes, (text.length - chars) * 3));
+        const room = reserve(Math.min(max - bytes, (text.length - chars) * 3));
         if (room === 0) break;
+        const offset = reservedAt;
         // A window of at most `room` units (each takes at least one byte), not cut inside a pair.
         let end = Math.min(text.length, chars + room);
         if (end < text.length && isHighSurrogate(text.charCodeAt(end - 1))) end--;

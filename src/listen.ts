@@ -3,7 +3,8 @@
 // channel (src/channel.ts), and the handlers run here, one socket object per connection
 // (src/socket.ts). The doorbell (called only when JS said it sleeps) brings a loop's events here;
 // commands the handlers queue are published at the end of each batch, or by the end of the tick for
-// writes made outside event processing (after an await, from a timer).
+// writes made outside event processing (after an await, from a timer). socket.timeout() deadlines are
+// checked by one coarse sweep per server, running only while some socket has one.
 import { JS_BYTES, JS_EVENT, STAT_NAMES, startHandlerNative, type NativeError, type NativeHandlerServer } from "../ffi/server.ts";
 import { openChannel, type Channel } from "./channel.ts";
 import { OPTION_TABLE } from "./option-table.ts";
@@ -34,7 +35,10 @@ export interface SocketHandler<Data = undefined, BT extends BinaryType = "buffer
   close?(socket: Socket<Data>, error?: Error): void | Promise<void>;
   /** A handler threw (or its promise rejected); the connection is then terminated. */
   error?(socket: Socket<Data>, error: Error): void | Promise<void>;
-  /** Not called yet (socket.timeout() is not implemented). */
+  /**
+   * Once per socket.timeout(seconds), when that many seconds passed since the call (at most about
+   * 0.5 s later: see Socket.timeout). The socket stays open unless the handler ends it.
+   */
   timeout?(socket: Socket<Data>): void | Promise<void>;
   /** As Bun.listen spells it; the top-level binaryType option is the same thing. */
   binaryType?: BT;
@@ -89,6 +93,8 @@ const HANDLER_NAMES = ["open", "data", "drain", "end", "close", "error", "timeou
 const LISTEN_ONLY = ["hostname", "allowHalfOpen", "binaryType", "highWaterMark", "zeroCopy", "data", "socket"] as const;
 /** Event batches handled per loop before yielding to the event loop (then it comes back at once). */
 const BATCHES_PER_TURN = 8;
+/** How often a server looks for socket.timeout() deadlines that passed, while some socket has one. */
+export const TIMEOUT_SWEEP_MS = 500;
 const BYTE_MASK = JS_BYTES - 1;
 
 type Handlers = { [K in (typeof HANDLER_NAMES)[number]]?: (socket: HandlerSocket<unknown>, arg?: unknown) => unknown };
@@ -188,17 +194,18 @@ function resolveListenOptions(options: unknown) {
   return { ...resolved, backend: backend === "auto" ? (probe().uring ? "uring" : "epoll") : backend } as const;
 }
 
-/** OPEN's 20 address bytes: u16 LE family (2 IPv4, 10 IPv6), u16 LE port, 16 address bytes. */
-function peerOf(rx: Uint8Array, at: number): { address: string; port: number; family: "IPv4" | "IPv6" } {
+/**
+ * The peer's address in OPEN's 20 address bytes (u16 LE family: 2 IPv4, 10 IPv6; u16 LE port; 16
+ * address bytes): an IPv4 address as a u32 (the socket spells it out when remoteAddress is read), an
+ * IPv6 one as text.
+ */
+function peerAddress(rx: Uint8Array, at: number): number | string {
   const family = rx[at]! | (rx[at + 1]! << 8);
-  const port = rx[at + 2]! | (rx[at + 3]! << 8);
+  if (family !== 10) return ((rx[at + 4]! << 24) | (rx[at + 5]! << 16) | (rx[at + 6]! << 8) | rx[at + 7]!) >>> 0;
   const a = rx.subarray(at + 4, at + 20);
-  if (family !== 10) return { address: `${a[0]}.${a[1]}.${a[2]}.${a[3]}`, port, family: "IPv4" };
   const groups: number[] = [];
   for (let i = 0; i < 16; i += 2) groups.push((a[i]! << 8) | a[i + 1]!);
-  if (groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff) {
-    return { address: `::ffff:${a[12]}.${a[13]}.${a[14]}.${a[15]}`, port, family: "IPv6" };
-  }
+  if (groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff) return `::ffff:${a[12]}.${a[13]}.${a[14]}.${a[15]}`;
   // RFC 5952: the longest run (>= 2) of zero groups becomes "::".
   let best = -1;
   let bestLen = 1;
@@ -216,8 +223,7 @@ function peerOf(rx: Uint8Array, at: number): { address: string; port: number; fa
     i = j;
   }
   const hex = (gs: number[]) => gs.map((g) => g.toString(16)).join(":");
-  const address = best < 0 ? hex(groups) : `${hex(groups.slice(0, best))}::${hex(groups.slice(best + bestLen))}`;
-  return { address, port, family: "IPv6" };
+  return best < 0 ? hex(groups) : `${hex(groups.slice(0, best))}::${hex(groups.slice(best + bestLen))}`;
 }
 
 /** The close counter a CLOSE event names, as an Error when it is a failure (else undefined). */
@@ -238,6 +244,28 @@ interface LoopContext extends SocketContext {
   readonly sockets: (HandlerSocket<unknown> | undefined)[];
   /** A turn is scheduled (setImmediate) because events were left when the last turn ended. */
   scheduled: boolean;
+  /** Runs the scheduled turn (made once per loop, not per turn). */
+  again: () => void;
+}
+
+/** For tests: a listener's socket.timeout() sweep. Not part of the package's API. */
+export interface TimeoutSweepState {
+  /** The sweep's interval exists now. */
+  readonly running: boolean;
+  /** That interval keeps the process alive (it never should). */
+  readonly refed: boolean;
+  /** Times the interval was created since listen(). */
+  readonly starts: number;
+  /** Sockets on the sweep's list. */
+  readonly watched: number;
+}
+const sweepStates = new WeakMap<Listener, () => TimeoutSweepState>();
+
+/** For tests: the state of `listener`'s timeout sweep. */
+export function timeoutSweepState(listener: Listener): TimeoutSweepState {
+  const state = sweepStates.get(listener);
+  if (!state) throw new TypeError("bunring: not a listener listen() returned");
+  return state();
 }
 
 /**
@@ -329,14 +357,62 @@ export function listen<Data = undefined, BT extends BinaryType = "buffer">(optio
     }
   };
 
+  // socket.timeout(): the sockets that have a deadline (or had one since the last sweep), in the
+  // order they got one, and one unref'd interval per server that exists only while this list is not
+  // empty. Setting a deadline is a clock read and a store: no timer is created per socket or per
+  // request, so a handler may call timeout() on every data event.
+  const timed: HandlerSocket<unknown>[] = [];
+  let sweepTimer: ReturnType<typeof setInterval> | undefined;
+  let sweepStarts = 0;
+  const stopSweep = () => {
+    if (sweepTimer) clearInterval(sweepTimer);
+    sweepTimer = undefined;
+  };
+  /** Calls the timeout handler of every socket whose deadline passed; drops those left without one. */
+  const sweep = () => {
+    if (freed) {
+      stopSweep();
+      return;
+    }
+    const now = performance.now();
+    let kept = 0;
+    dispatching++;
+    try {
+      // A handler may give other sockets deadlines: they are appended, and visited in this loop too.
+      for (let i = 0; i < timed.length; i++) {
+        const s = timed[i]!;
+        if (s.state !== 2 && s.deadline > 0 && s.deadline <= now) {
+          s.deadline = -1; // once; the handler may call timeout() again
+          call(handlers.timeout, s);
+        }
+        if (s.state !== 2 && s.deadline > 0) timed[kept++] = s;
+        else s.deadline = 0;
+      }
+    } finally {
+      timed.length = kept;
+      dispatching--;
+    }
+    flushAll();
+    if (timed.length === 0) stopSweep();
+  };
+  const watchTimeout = (s: HandlerSocket<unknown>) => {
+    if (!handlers.timeout || freed) return;
+    timed.push(s);
+    if (sweepTimer) return;
+    sweepTimer = setInterval(sweep, TIMEOUT_SWEEP_MS);
+    sweepTimer.unref(); // the listener's own keepAlive decides whether the process stays
+    sweepStarts++;
+  };
+
   const dispatcher = (ctx: LoopContext) => {
     const { sockets, channel } = ctx;
     return (type: number, slot: number, gen: number, offset: number, len: number) => {
       if (type === JS_EVENT.open) {
         const stale = sockets[slot];
         if (stale) notifyClose(stale, undefined); // its CLOSE never came (the event ring was full)
-        const peer = peerOf(channel.rx, offset & BYTE_MASK);
-        const s = new HandlerSocket<unknown>(ctx, slot, gen, peer.address, peer.port, peer.family, initialData);
+        const at = offset & BYTE_MASK;
+        const rx = channel.rx;
+        const s = new HandlerSocket<unknown>(ctx, slot, gen, peerAddress(rx, at), rx[at + 2]! | (rx[at + 3]! << 8), initialData);
         sockets[slot] = s;
         call(handlers.open, s);
         return;
@@ -386,10 +462,7 @@ export function listen<Data = undefined, BT extends BinaryType = "buffer">(optio
     }
     if (!ctx.scheduled) {
       ctx.scheduled = true;
-      setImmediate(() => {
-        ctx.scheduled = false;
-        turn(i);
-      });
+      setImmediate(ctx.again);
     }
   };
 
@@ -408,8 +481,13 @@ export function listen<Data = undefined, BT extends BinaryType = "buffer">(optio
       sent: nc.sent,
       highWaterMark: o.highWaterMark,
       touched,
+      watchTimeout,
       sockets: [],
       scheduled: false,
+      again: () => {
+        loops[index]!.scheduled = false;
+        turn(index);
+      },
     }),
   );
   const visitors = loops.map(dispatcher);
@@ -439,6 +517,8 @@ export function listen<Data = undefined, BT extends BinaryType = "buffer">(optio
     },
     afterFree() {
       clearInterval(keepAlive);
+      stopSweep();
+      timed.length = 0;
       if (retryTimer) clearTimeout(retryTimer);
       resolveClosed();
     },
@@ -448,7 +528,7 @@ export function listen<Data = undefined, BT extends BinaryType = "buffer">(optio
     if (options === false || options === undefined) return control.stop();
     return control.stop(options);
   };
-  return {
+  const listener: Listener = {
     port: native.port,
     hostname: o.host,
     backend: o.backend,
@@ -461,4 +541,6 @@ export function listen<Data = undefined, BT extends BinaryType = "buffer">(optio
     closed,
     [Symbol.asyncDispose]: () => stop(),
   };
+  sweepStates.set(listener, () => ({ running: sweepTimer !== undefined, refed: sweepTimer?.hasRef() ?? false, starts: sweepStarts, watched: timed.length }));
+  return listener;
 }

@@ -4,7 +4,9 @@
 //
 // A class rather than the project's usual object-of-closures: a server may hold tens of thousands of
 // these, and a class keeps one copy of the ten methods on the prototype instead of ten closures per
-// connection; the fields the dispatcher (src/listen.ts) updates are plain properties.
+// connection; the fields the dispatcher (src/listen.ts) updates are plain properties. Per connection
+// it is this one object: the peer's address is kept as a number (IPv4) and spelled out only when
+// remoteAddress is read.
 import { JS_COMMAND } from "../ffi/server.ts";
 import type { Channel } from "./channel.ts";
 
@@ -19,6 +21,12 @@ export interface SocketContext {
   readonly highWaterMark: number;
   /** Called after a command was queued: makes sure it gets published (now or at the end of the tick). */
   touched(): void;
+  /**
+   * Called when socket.timeout() gives a socket a deadline while it is not on its server's list of
+   * sockets with one (its deadline was 0): the server's sweep (src/listen.ts) watches it from then
+   * on. A server without a timeout handler ignores it (and never sweeps).
+   */
+  watchTimeout(socket: HandlerSocket<unknown>): void;
 }
 
 /** Data write() accepts. */
@@ -44,7 +52,16 @@ export interface Socket<Data = undefined> {
   pause(): void;
   /** Reads again after pause(). */
   resume(): void;
-  /** Not implemented yet: accepted and ignored (use the server's idleTimeoutMs). */
+  /**
+   * Calls the `timeout(socket)` handler once, `seconds` after this call, as Bun.listen's
+   * socket.timeout() does: the time counts from the call, not from the last byte (reading or writing
+   * does not postpone it; calling timeout() again, e.g. from data(), sets a new deadline from now);
+   * 0 clears it; the socket is left open (the handler may end() it). `seconds` is converted like
+   * Bun's (ToInt32: 1.9 is 1, 0.5 is 0); negative throws. Granularity: one sweep per server every
+   * 500 ms while some socket has a deadline, so the handler runs at the first sweep at or after the
+   * deadline: never before `seconds`, at most about 0.5 s after (Bun.listen: 4 s ticks, and may run
+   * up to 4 s early). No effect on a closed socket, or without a timeout handler.
+   */
   timeout(seconds: number): void;
   /** Publishes this loop's queued commands now and wakes the loop (write() does this by the end of the tick anyway). */
   flush(): void;
@@ -53,6 +70,7 @@ export interface Socket<Data = undefined> {
   readonly readyState: ReadyState;
   /** Bytes write() and end() accepted on this connection. */
   readonly bytesWritten: number;
+  /** The peer's address: "127.0.0.1", "::1", "::ffff:10.0.0.1"... */
   readonly remoteAddress: string;
   readonly remotePort: number;
   readonly remoteFamily: "IPv4" | "IPv6";
@@ -90,6 +108,22 @@ function textOf(data: string, offset?: number, length?: number): string {
   return data.slice(start, start + n);
 }
 
+/** Dotted IPv4 text of a u32 (first byte most significant); the last one is reused. */
+let lastIPv4 = -1;
+let lastIPv4Text = "";
+function ipv4Text(a: number): string {
+  if (a !== lastIPv4) {
+    lastIPv4 = a;
+    lastIPv4Text = `${a >>> 24}.${(a >>> 16) & 0xff}.${(a >>> 8) & 0xff}.${a & 0xff}`;
+  }
+  return lastIPv4Text;
+}
+
+/** Bun's conversion of timeout()'s argument (ToInt32 of ToNumber). */
+function toInt32(value: unknown): number {
+  return Number(value) | 0;
+}
+
 export class HandlerSocket<Data = undefined> implements Socket<Data> {
   data: Data;
   /** 0 open, 1 closing (we ended), 2 closed (closed, or terminated by us). */
@@ -106,14 +140,20 @@ export class HandlerSocket<Data = undefined> implements Socket<Data> {
   closeNotified = false;
   /** The peer's FIN came. */
   peerEnded = false;
+  /**
+   * performance.now() at which the timeout handler is due, and then on the server's list of sockets
+   * with a deadline (see SocketContext.watchTimeout; unless the server has no timeout handler); 0:
+   * none, and not on that list; -1: none, but still on it (the next sweep drops it).
+   */
+  deadline = 0;
 
   constructor(
     readonly ctx: SocketContext,
     readonly slot: number,
     readonly gen: number,
-    readonly remoteAddress: string,
+    /** The peer's IPv4 address as a u32, or its IPv6 address as text. */
+    private readonly peer: number | string,
     readonly remotePort: number,
-    readonly remoteFamily: "IPv4" | "IPv6",
     data: Data,
   ) {
     this.data = data;
@@ -121,6 +161,14 @@ export class HandlerSocket<Data = undefined> implements Socket<Data> {
 
   get readyState(): ReadyState {
     return STATES[this.state]!;
+  }
+
+  get remoteAddress(): string {
+    return typeof this.peer === "number" ? ipv4Text(this.peer) : this.peer;
+  }
+
+  get remoteFamily(): "IPv4" | "IPv6" {
+    return typeof this.peer === "number" ? "IPv4" : "IPv6";
   }
 
   /** Bytes written but not yet handed to the kernel (in tx, in the command ring or in the loop's queue). */
@@ -186,9 +234,20 @@ export class HandlerSocket<Data = undefined> implements Socket<Data> {
     this.command(JS_COMMAND.resume);
   }
 
-  timeout(_seconds: number): void {
-    // Not implemented yet: per-socket timeouts need a timer per connection in the C loop. The
-    // server-wide idleTimeoutMs closes idle connections meanwhile.
+  timeout(seconds: number): void {
+    if (this.state === CLOSED) return;
+    // As Bun's: no argument is an error, undefined is not (it converts to 0).
+    if (arguments.length === 0) throw new TypeError("bunring: socket.timeout(seconds) expects 1 argument, got 0");
+    const t = toInt32(seconds);
+    if (t < 0) throw new RangeError(`bunring: socket.timeout(seconds) takes 0 (none) or a positive number of seconds, got ${String(seconds)}`);
+    if (t === 0) {
+      if (this.deadline > 0) this.deadline = -1;
+      return;
+    }
+    const watched = this.deadline !== 0;
+    // A clock read (no system call); the sweep compares it with its own.
+    this.deadline = performance.now() + t * 1000;
+    if (!watched) this.ctx.watchTimeout(this);
   }
 
   flush(): void {
