@@ -45,6 +45,8 @@ static const char *const stat_names[BUNRING_STAT_COUNT] = {
     [BUNRING_STAT_JS_WAKEUPS] = "jsWakeups",
     [BUNRING_STAT_JS_DIRECT_SENDS] = "jsDirectSends",
     [BUNRING_STAT_JS_DIRECT_BYTES] = "jsDirectBytes",
+    [BUNRING_STAT_JS_DIRECT_SHORT] = "jsDirectShort",
+    [BUNRING_STAT_JS_DIRECT_EAGAIN] = "jsDirectEagain",
 };
 
 _Static_assert(BUNRING_STAT_COUNT <= BUNRING_STATS_STRIDE, "stats stride too small");

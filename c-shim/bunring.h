@@ -141,6 +141,8 @@ enum bunring_stat {
     BUNRING_STAT_JS_WAKEUPS,          /* handler mode: times JS woke the sleeping loop */
     BUNRING_STAT_JS_DIRECT_SENDS,     /* handler mode: sends the JS thread made itself (bunring_js_send) */
     BUNRING_STAT_JS_DIRECT_BYTES,     /* ... and their bytes (not in bytesOut, which counts the loop's) */
+    BUNRING_STAT_JS_DIRECT_SHORT,     /* ... of them, sends that took less than asked (TS adds it to shortSends) */
+    BUNRING_STAT_JS_DIRECT_EAGAIN,    /* JS-thread sends that found the socket full (TS adds it to sendEagain) */
     BUNRING_STAT_COUNT
 };
 /* Room for the counters still to come (handler mode's among them) without changing the stride, which

@@ -44,13 +44,18 @@ int32_t bunring_js_send(bunring_server *srv, uint32_t loop, uint32_t slot, uint3
     } else {
         ssize_t s = send(__atomic_load_n(&c->fd, __ATOMIC_RELAXED), data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
         int e = errno;
-        if (s >= 0) {
+        if (s > 0) {
             __atomic_store_n(&l->js_active[slot], loop_clock_ms(), __ATOMIC_RELAXED);
             js_stat_add(l, BUNRING_STAT_JS_DIRECT_SENDS, 1);
             js_stat_add(l, BUNRING_STAT_JS_DIRECT_BYTES, (uint64_t)s);
+            if ((uint32_t)s < len)
+                js_stat_add(l, BUNRING_STAT_JS_DIRECT_SHORT, 1);
             rc = (int32_t)s;
+        } else if (s == 0 || e == EAGAIN || e == EWOULDBLOCK || e == EINTR) {
+            js_stat_add(l, BUNRING_STAT_JS_DIRECT_EAGAIN, 1);
+            rc = 0;
         } else {
-            rc = (e == EAGAIN || e == EWOULDBLOCK || e == EINTR) ? 0 : -e;
+            rc = -e;
         }
     }
     __atomic_store_n(&l->js_guard[slot], 0, __ATOMIC_SEQ_CST);

@@ -58,6 +58,8 @@ export const STAT_NAMES = [
   "jsWakeups",
   "jsDirectSends",
   "jsDirectBytes",
+  "jsDirectShort",
+  "jsDirectEagain",
 ] as const;
 export type StatName = (typeof STAT_NAMES)[number];
 
@@ -78,6 +80,10 @@ const symbols = {
   bunring_js_channel_of: { args: [FFIType.ptr, FFIType.u32], returns: FFIType.ptr },
   bunring_js_sent_of: { args: [FFIType.ptr, FFIType.u32], returns: FFIType.ptr },
   bunring_js_wake: { args: [FFIType.ptr, FFIType.u32], returns: FFIType.void },
+  bunring_js_send: {
+    args: [FFIType.ptr, FFIType.u32, FFIType.u32, FFIType.u32, FFIType.ptr, FFIType.u32],
+    returns: FFIType.i32,
+  },
   bunring_server_stop: { args: [FFIType.ptr, FFIType.u32], returns: FFIType.i32 },
   bunring_server_done: { args: [FFIType.ptr], returns: FFIType.u32 },
   bunring_server_free: { args: [FFIType.ptr], returns: FFIType.void },
@@ -294,6 +300,18 @@ export function sumStats(words: BigUint64Array, threads: number): NativeStats {
   return out;
 }
 
+/**
+ * The totals users read: what the JS thread sent itself (handler mode's low-load shortcut) went out
+ * too. The loops' own counters leave it out (each counter has one writer), so it is added here.
+ */
+function withDirectSends(s: NativeStats): NativeStats {
+  s.bytesOut += s.jsDirectBytes;
+  s.sendCompletions += s.jsDirectSends;
+  s.shortSends += s.jsDirectShort;
+  s.sendEagain += s.jsDirectEagain;
+  return s;
+}
+
 /** Starts a native server; throws the shim's NativeError (not an Error) on failure. */
 export function startNative(cfg: NativeConfig, host: string): NativeServer {
   const lib = native().symbols;
@@ -318,6 +336,12 @@ export interface NativeChannel {
   sent: Uint32Array;
   /** Wakes the loop (eventfd write): call only when words[at.cSleeping] is 1. */
   wake(): void;
+  /**
+   * The low-load shortcut (bunring_js_send): sends `bytes` (not empty) on connection (slot, gen) from
+   * this thread. Only when nothing this connection wrote is unsent. Returns the bytes the socket
+   * took (0 when it is full), or a negative errno (-ESTALE: the connection is gone).
+   */
+  send(slot: number, gen: number, bytes: Uint8Array): number;
 }
 
 export interface NativeHandlerServer extends NativeServer {
@@ -366,6 +390,7 @@ export function startHandlerNative(cfg: NativeConfig, host: string, doorbell: (l
       tx: new Uint8Array(buf, c.tx, JS_BYTES),
       sent: new Uint32Array(toArrayBuffer(sentPtr, 0, cfg.maxConnections * 4)),
       wake: () => lib.bunring_js_wake(handle as Pointer, loop),
+      send: (slot, gen, bytes) => lib.bunring_js_send(handle as Pointer, loop, slot, gen, bytes, bytes.length) as number,
     };
   });
   return { ...server, channels };
@@ -382,7 +407,7 @@ function wrapNative(handle: Pointer, onFree?: () => void): NativeServer {
     port: lib.bunring_server_port(handle),
     threads,
     features: featureList(lib.bunring_server_features(handle)),
-    readStats: () => sumStats(words, threads),
+    readStats: () => withDirectSends(sumStats(words, threads)),
     stop(drainMs) {
       if (!freed && lib.bunring_server_stop(handle, drainMs) !== 0) {
         throw new RangeError(`bunring: drainMs ${drainMs} is outside what the native library allows`);

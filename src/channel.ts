@@ -31,6 +31,14 @@ export interface Channel {
   writeBytes(slot: number, gen: number, bytes: Uint8Array, max: number): number;
   /** UTF-8 encodes `text` straight into tx, up to `max` bytes (whole characters only); returns bytes taken and characters consumed. */
   writeString(slot: number, gen: number, text: string, max: number): { bytes: number; chars: number };
+  /**
+   * The low-load shortcut: when the loop sleeps (and no control command is held back), sends `bytes`
+   * on the connection from this thread with one send(2) instead of a WRITE that would wake the loop.
+   * The caller makes sure nothing it wrote to that connection is unsent. Returns the bytes sent; 0
+   * means none: hand them over with writeBytes (the loop is awake, the socket is full, or the
+   * connection is gone and its CLOSE is on the way).
+   */
+  sendDirect(slot: number, gen: number, bytes: Uint8Array): number;
   /** Makes queued commands visible to the loop and wakes it if it sleeps. */
   publish(): void;
   /** Commands written but not yet published, or held because the ring was full. */
@@ -184,6 +192,12 @@ export function openChannel(native: NativeChannel): Channel {
         chars += r.read;
       }
       return { bytes, chars };
+    },
+
+    sendDirect(slot, gen, bytes) {
+      if (held.length > 0 || Atomics.load(words, at.cSleeping) !== 1) return 0;
+      const n = native.send(slot, gen, bytes);
+      return n > 0 ? n : 0;
     },
 
     publish() {

@@ -108,6 +108,18 @@ function textOf(data: string, offset?: number, length?: number): string {
   return data.slice(start, start + n);
 }
 
+/** Strings up to this many UTF-8 bytes are encoded into one reused buffer to try the shortcut. */
+const SMALL_TEXT_BYTES = 16384;
+const smallText = new Uint8Array(SMALL_TEXT_BYTES);
+const encoder = new TextEncoder();
+
+/** `text` as UTF-8 in the reused buffer (valid until the next call), or null when it does not fit. */
+function encodeSmall(text: string): Uint8Array | null {
+  if (text.length > SMALL_TEXT_BYTES) return null;
+  const r = encoder.encodeInto(text, smallText);
+  return r.read === text.length ? smallText.subarray(0, r.written) : null;
+}
+
 /** Dotted IPv4 text of a u32 (first byte most significant); the last one is reused. */
 let lastIPv4 = -1;
 let lastIPv4Text = "";
@@ -178,28 +190,48 @@ export class HandlerSocket<Data = undefined> implements Socket<Data> {
 
   write(data: WriteData, byteOffset?: number, byteLength?: number): number {
     if (this.state !== OPEN) return -1;
-    const allowance = this.ctx.highWaterMark - this.queued();
+    const queued = this.queued();
+    const allowance = this.ctx.highWaterMark - queued;
     let taken: number;
     let all: boolean;
+    let bytes: Uint8Array | null;
+    let text = "";
     if (typeof data === "string") {
-      const text = textOf(data, byteOffset, byteLength);
+      text = textOf(data, byteOffset, byteLength);
       if (text.length === 0) return 0;
+      bytes = queued === 0 ? encodeSmall(text) : null;
+    } else {
+      bytes = bytesOf(data, byteOffset, byteLength);
+      if (bytes.length === 0) return 0;
+    }
+    // The low-load shortcut: nothing of ours is unsent, so the loop has nothing queued for this
+    // connection and the bytes may go out from here (Channel.sendDirect says whether the loop sleeps).
+    let direct = 0;
+    if (queued === 0 && bytes !== null && bytes.length <= allowance) {
+      direct = this.ctx.channel.sendDirect(this.slot, this.gen, bytes);
+      if (direct === bytes.length) {
+        this.bytesWritten += direct;
+        return direct;
+      }
+    }
+    if (bytes === null) {
       const r = allowance > 0 ? this.ctx.channel.writeString(this.slot, this.gen, text, allowance) : { bytes: 0, chars: 0 };
       taken = r.bytes;
       all = r.chars === text.length;
     } else {
-      const bytes = bytesOf(data, byteOffset, byteLength);
-      if (bytes.length === 0) return 0;
-      taken = allowance > 0 ? this.ctx.channel.writeBytes(this.slot, this.gen, bytes, allowance) : 0;
-      all = taken === bytes.length;
+      const rest = direct > 0 ? bytes.subarray(direct) : bytes;
+      const room = allowance - direct;
+      taken = room > 0 ? this.ctx.channel.writeBytes(this.slot, this.gen, rest, room) : 0;
+      all = taken === rest.length;
     }
+    this.bytesWritten += direct;
     if (taken > 0) {
       this.written = (this.written + taken) >>> 0;
       this.bytesWritten += taken;
       this.ctx.touched();
     }
     if (!all) this.wantDrain();
-    return taken;
+    return direct + taken;
   }
 
   end(data?: WriteData, byteOffset?: number, byteLength?: number): number {
