@@ -11,6 +11,13 @@ const RECORD_MASK = JS_RECORDS - 1;
 const BYTE_MASK = JS_BYTES - 1;
 /** Below this much contiguous room before the end of tx, a write skips to the start of the area. */
 const MIN_CONTIGUOUS = 4096;
+/**
+ * The low-load shortcut (sendDirect) is taken only while handling a batch of at most this many events,
+ * and for at most this many sends per batch (writes made later, after an await or from a timer, draw
+ * on what the last batch left): a sleeping loop alone does not mean low load (on one core the loop
+ * sleeps while JS handles a batch of hundreds), and under load the ring's batching wins.
+ */
+const DIRECT_MAX_BATCH = 4;
 
 /** Called for each event record, in order: type (JS_EVENT), slot, generation, offset, len. */
 export type EventVisitor = (type: number, slot: number, gen: number, offset: number, len: number) => void;
@@ -32,7 +39,8 @@ export interface Channel {
   /** UTF-8 encodes `text` straight into tx, up to `max` bytes (whole characters only); returns bytes taken and characters consumed. */
   writeString(slot: number, gen: number, text: string, max: number): { bytes: number; chars: number };
   /**
-   * The low-load shortcut: when the loop sleeps (and no control command is held back), sends `bytes`
+   * The low-load shortcut: in a small batch (DIRECT_MAX_BATCH), when the loop sleeps (and no control
+   * command is held back), sends `bytes`
    * on the connection from this thread with one send(2) instead of a WRITE that would wake the loop.
    * The caller makes sure nothing it wrote to that connection is unsent. Returns the bytes sent; 0
    * means none: hand them over with writeBytes (the loop is awake, the socket is full, or the
@@ -63,6 +71,8 @@ export function openChannel(native: NativeChannel): Channel {
   let cmdHeadSeen = Atomics.load(words, at.cmdHead) >>> 0;
   let txHeadSeen = Atomics.load(words, at.txHead) >>> 0;
   // Control commands that found the ring full, as [type, slot, gen] triples, oldest first.
+  // Sends the shortcut may still make in the batch being handled (0 outside a small batch).
+  let directBudget = 0;
   const held: number[] = [];
   // Where the room reserve() returned starts (a free-running tx offset): set by each reserve() call,
   // so that a write allocates nothing.
@@ -119,6 +129,7 @@ export function openChannel(native: NativeChannel): Channel {
     consume(visit) {
       const tail = Atomics.load(words, at.evTail) >>> 0;
       if (tail === evHead) return 0;
+      directBudget = ((tail - evHead) >>> 0) <= DIRECT_MAX_BATCH ? DIRECT_MAX_BATCH : 0;
       let rxEnd = -1;
       let n = 0;
       while (evHead !== tail) {
@@ -195,7 +206,8 @@ export function openChannel(native: NativeChannel): Channel {
     },
 
     sendDirect(slot, gen, bytes) {
-      if (held.length > 0 || Atomics.load(words, at.cSleeping) !== 1) return 0;
+      if (directBudget === 0 || held.length > 0 || Atomics.load(words, at.cSleeping) !== 1) return 0;
+      directBudget--;
       const n = native.send(slot, gen, bytes);
       return n > 0 ? n : 0;
     },
