@@ -4,23 +4,18 @@
 // order across round trips of random sizes (some larger than the socket takes at once, so part goes
 // through the loop behind what was sent directly), replies made of several writes, strings, and the
 // totals stats() reports (bytesOut counts what the JS thread sent too).
-import { afterEach, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { echoHandler, type EchoState } from "../examples/js-echo.ts";
 import { listen, type Listener, type ListenOptions } from "../src/index.ts";
 import { rng } from "./helpers/prng.ts";
 import { testTimeout } from "./helpers/scale.ts";
-import { BACKENDS, backendAvailable, type Backend } from "./helpers/server.ts";
+import { BACKENDS, backendAvailable, type Backend, stopListenersAfterEach } from "./helpers/server.ts";
 import { connect } from "./helpers/sockets.ts";
 import { waitFor, withTimeout } from "./helpers/wait.ts";
 
 setDefaultTimeout(testTimeout(60_000, 600_000));
 
-const live = new Set<Listener>();
-afterEach(async () => {
-  const all = [...live];
-  live.clear();
-  await Promise.all(all.map((l) => l.stop(true).catch(() => undefined)));
-});
+const live = stopListenersAfterEach();
 
 /** One connection; sends each request whole and waits for exactly `replyOf(request)` before the next. */
 async function roundTrips(port: number, requests: Buffer[], replyOf: (req: Buffer) => Buffer): Promise<void> {

@@ -6,12 +6,12 @@
 // every TIMEOUT_SWEEP_MS while some socket has one: never before the deadline, at most a sweep after.
 // Every wait is on a condition or a handler call, with a deadline; the only pacing is the client's
 // traffic while a deadline runs.
-import { afterEach, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import net from "node:net";
 import { listen, type Listener, type ListenOptions, type Socket, type SocketHandler } from "../src/index.ts";
 import { TIMEOUT_SWEEP_MS, timeoutSweepState } from "../src/listen.ts";
 import { testTimeout } from "./helpers/scale.ts";
-import { BACKENDS, backendAvailable, type Backend } from "./helpers/server.ts";
+import { BACKENDS, backendAvailable, type Backend, stopListenersAfterEach } from "./helpers/server.ts";
 import { endOf, type ConnEnd } from "./helpers/sockets.ts";
 import { waitFor, withTimeout } from "./helpers/wait.ts";
 
@@ -20,12 +20,7 @@ setDefaultTimeout(testTimeout(60_000, 600_000));
 /** Slack for a loaded machine on top of the sweep's own granularity, in ms. */
 const SLACK_MS = 1_500;
 
-const live = new Set<Listener>();
-afterEach(async () => {
-  const all = [...live];
-  live.clear();
-  await Promise.all(all.map((l) => l.stop(true).catch(() => undefined)));
-});
+const live = stopListenersAfterEach();
 
 let backendUnderTest: Backend = "epoll";
 

@@ -5,7 +5,7 @@
 // writes made after an await or from a timer; writes to closed sockets; a peer that does not read
 // (backpressure, drain, order); strings as UTF-8; stop(); and the option checks. Every wait is on a
 // condition with a deadline.
-import { afterEach, beforeAll, describe, expect, setDefaultTimeout, spyOn, test } from "bun:test";
+import { beforeAll, describe, expect, setDefaultTimeout, spyOn, test } from "bun:test";
 import net from "node:net";
 import { echoHandler, type EchoState } from "../examples/js-echo.ts";
 import { listen, type Listener, type ListenOptions, type Socket } from "../src/index.ts";
@@ -13,19 +13,14 @@ import { echoMany, echoOnce, echoStream } from "./helpers/clients.ts";
 import { hasIPv6Loopback } from "./helpers/proc.ts";
 import { Pattern, PATTERN_LEN } from "./helpers/prng.ts";
 import { KiB, MiB, testTimeout } from "./helpers/scale.ts";
-import { BACKENDS, backendAvailable, type Backend } from "./helpers/server.ts";
+import { BACKENDS, backendAvailable, type Backend, stopListenersAfterEach } from "./helpers/server.ts";
 import { connect, endOf, refused, type ConnEnd } from "./helpers/sockets.ts";
 import { waitFor, withTimeout } from "./helpers/wait.ts";
 
 // bunfig.toml's [test] timeout is not applied by bun 1.4.5: set it here.
 setDefaultTimeout(testTimeout(60_000, 600_000));
 
-const live = new Set<Listener>();
-afterEach(async () => {
-  const all = [...live];
-  live.clear();
-  await Promise.all(all.map((l) => l.stop(true).catch(() => undefined)));
-});
+const live = stopListenersAfterEach();
 
 /** The backend the current describe block runs on (set in its beforeAll). */
 let backendUnderTest: Backend = "epoll";

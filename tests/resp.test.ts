@@ -8,7 +8,7 @@
 // input in one piece, checked on the parser directly and through the server. The parser's work stays
 // linear however its input is cut; the handlers give the same bytes on Bun.listen; the script starts,
 // answers and stops, and rejects a bad flag with exit 2. Every wait is on a condition with a deadline.
-import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import fc from "fast-check";
 import net from "node:net";
 import { resolve } from "node:path";
@@ -21,7 +21,7 @@ import { listen, type Listener } from "../src/index.ts";
 import { exitOf, killIfRunning, REPO, runCli } from "./helpers/cli.ts";
 import { Pattern, rng } from "./helpers/prng.ts";
 import { MiB, testTimeout } from "./helpers/scale.ts";
-import { BACKENDS, backendAvailable, type Backend } from "./helpers/server.ts";
+import { BACKENDS, backendAvailable, type Backend, stopListenersAfterEach } from "./helpers/server.ts";
 import { endOf } from "./helpers/sockets.ts";
 import { waitFor, withTimeout } from "./helpers/wait.ts";
 
@@ -31,12 +31,7 @@ setDefaultTimeout(testTimeout(60_000, 600_000));
 const REDIS_CLI = Bun.which("redis-cli");
 if (!REDIS_CLI) console.warn("resp tests: redis-cli not found (apt-get install redis-tools); the redis-cli cases are skipped");
 
-const live = new Set<Listener>();
-afterEach(async () => {
-  const all = [...live];
-  live.clear();
-  await Promise.all(all.map((l) => l.stop(true).catch(() => undefined)));
-});
+const live = stopListenersAfterEach();
 
 /** A RESP server on listen() over a fresh store, on an ephemeral loopback port. */
 function startResp(backend: Backend, socket?: ReturnType<typeof createRespHandler>, store = createStore()): { l: Listener; store: Store } {

@@ -4,8 +4,8 @@
  * (statsReach), and "quiet": wait until all traffic the test sent has been echoed and every
  * connection closed, then check the counters against what the test did.
  */
-import { expect } from "bun:test";
-import { probe, serve } from "../../src/index.ts";
+import { afterEach, expect } from "bun:test";
+import { probe, serve, type Listener } from "../../src/index.ts";
 import { waitFor } from "./wait.ts";
 
 export type ServeOptions = NonNullable<Parameters<typeof serve>[0]>;
@@ -97,4 +97,18 @@ export async function expectQuiet(s: Server, e: QuietExpect): Promise<ServerStat
     pausedNow: 0,
   });
   return st;
+}
+
+/**
+ * listen() servers a test file starts: add each to the returned set, and after every test each one
+ * still there is stopped at once (stop(true)), even when the test failed half-way.
+ */
+export function stopListenersAfterEach(): Set<Listener> {
+  const live = new Set<Listener>();
+  afterEach(async () => {
+    const all = [...live];
+    live.clear();
+    await Promise.all(all.map((l) => l.stop(true).catch(() => undefined)));
+  });
+  return live;
 }
