@@ -19,7 +19,9 @@ workload; writes JSON, Markdown and SVG (one chart per workload).
 Workloads:
   echo     the echo servers; each message comes back verified byte for byte (pipeline 1)
   resp     RESP2 servers, each run twice: resp-get (GETs of keys SET before the run, bulk replies
-           verified) and resp-set (SETs, +OK verified), at every --pipeline depth
+           verified) and resp-set (SETs, +OK verified), at every --pipeline depth: one handler
+           module (examples/resp-server.ts's respHandler) on bunring's listen() (uring, epoll) and
+           on Bun.listen, and a real redis-server when installed
   js-echo  echo traffic (as echo) served by one JS handler module (examples/js-echo.ts's
            echoHandler) on bunring's listen() (uring, epoll) and on Bun.listen; run together with
            echo, the two workloads' targets are interleaved in one rotation
@@ -45,6 +47,9 @@ Options:
                           is the measured process) and must listen on 127.0.0.1:PORT (PORT is also
                           in its environment); an echo server unless --target-workload says; repeatable
   --target-workload NAME=resp   the external target NAME's workload (echo|resp|js-echo); repeatable
+  --target-connections NAME=LIST  run target NAME (built-in or --target) only at these connection
+                          counts, e.g. liburing-echo=1,256,512 for a server that cannot take 1024;
+                          the others run at theirs (--connections or the defaults); repeatable
   --baseline LIST         ratios are relative to these targets, one per workload: workload=NAME
                           pairs (e.g. echo=bun-listen,resp=resp-redis-server) or a bare NAME for
                           its own workload (defaults: echo bun-listen, resp resp-bun-listen,
@@ -71,6 +76,8 @@ export interface BenchSettings {
   /** The targets to run, in order (each speaks one workload). */
   selected: string[];
   external: ExternalTarget[];
+  /** Connection counts of single targets (--target-connections), in place of their workload's. */
+  targetConnections: Record<string, number[]>;
   /** Baseline target per workload run. */
   baselines: Partial<Record<WorkloadFamily, string>>;
   out: string;
@@ -111,6 +118,7 @@ export function parseBenchArgs(argv: string[]): BenchSettings {
     targets: { type: "string" },
     target: { type: "string", multiple: true },
     "target-workload": { type: "string", multiple: true },
+    "target-connections": { type: "string", multiple: true },
     baseline: { type: "string" },
     out: { type: "string" },
     help: { type: "boolean", short: "h" },
@@ -167,6 +175,15 @@ export function parseBenchArgs(argv: string[]): BenchSettings {
     if (!selected.some((n) => workloadOf.get(n) === w)) throw new UsageError(`--workload ${w}: no ${w} target is selected (see --targets)`);
   }
 
+  const targetConnections: Record<string, number[]> = {};
+  for (const raw of values["target-connections"] ?? []) {
+    const m = /^([^=]+)=(.+)$/.exec(raw);
+    if (!m || !selected.includes(m[1]!)) {
+      throw new UsageError(`--target-connections must be NAME=LIST for a target being run (${selected.join(", ")}), got ${JSON.stringify(raw)}`);
+    }
+    targetConnections[m[1]!] = integerList(`--target-connections ${m[1]}`, m[2]!, 1, LOADGEN_LIMITS.maxConnections);
+  }
+
   const baselines: Partial<Record<WorkloadFamily, string>> = {};
   for (const part of values.baseline === undefined ? [] : values.baseline.split(",").map((p) => p.trim())) {
     const m = /^([^=]+)=(.+)$/.exec(part);
@@ -194,7 +211,8 @@ export function parseBenchArgs(argv: string[]): BenchSettings {
   const valueSize = values["value-size"] === undefined ? RESP_DEFAULTS.valueSize : integerFlag("--value-size", values["value-size"], 1, RESP_LIMITS.maxValueSize);
   checkRespSizes("--key-space × --value-size", keySpace, valueSize);
   const pipelines = values.pipeline === undefined ? [1, 16] : integerList("--pipeline", values.pipeline, 1, LOADGEN_LIMITS.maxPipeline);
-  const most = Math.max(...(workloads.includes("resp") ? connections.resp : [1]));
+  const respCounts = [...connections.resp, ...Object.entries(targetConnections).filter(([n]) => workloadOf.get(n) === "resp").flatMap(([, c]) => c)];
+  const most = Math.max(...(workloads.includes("resp") ? respCounts : [1]));
   if (workloads.includes("resp") && most * Math.max(...pipelines) > LOADGEN_LIMITS.maxSlots) {
     throw new UsageError(`--pipeline ${Math.max(...pipelines)} × ${most} connections is more than ${LOADGEN_LIMITS.maxSlots} requests in flight`);
   }
@@ -213,6 +231,7 @@ export function parseBenchArgs(argv: string[]): BenchSettings {
     clientIo,
     selected,
     external,
+    targetConnections,
     baselines,
     out: values.out ?? "bench/results/latest.json",
   };

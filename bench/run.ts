@@ -40,10 +40,16 @@ interface PlannedRun {
 
 function plan(settings: BenchSettings, targets: Target[]): PlannedRun[] {
   const runs: PlannedRun[] = [];
-  const add = (workload: RunWorkload, length: number, pipeline: number, connectionList: number[], family: Target["workload"]) => {
-    for (const connections of connectionList) {
+  // A target's connection counts: its own (--target-connections), else its workload's.
+  const countsOf = (t: Target) => settings.targetConnections[t.name] ?? settings.connections[t.workload];
+  const countsOfAll = (family: (f: Target["workload"]) => boolean) =>
+    [...new Set(targets.filter((t) => family(t.workload)).flatMap(countsOf))].sort((a, b) => a - b);
+  const add = (workload: RunWorkload, length: number, pipeline: number, family: Target["workload"]) => {
+    for (const connections of countsOfAll((f) => f === family)) {
       for (let rep = 0; rep < settings.reps; rep++) {
-        for (const target of targets) if (target.workload === family) runs.push({ workload, target, connections, length, pipeline, rep });
+        for (const target of targets) {
+          if (target.workload === family && countsOf(target).includes(connections)) runs.push({ workload, target, connections, length, pipeline, rep });
+        }
       }
     }
   };
@@ -54,13 +60,13 @@ function plan(settings: BenchSettings, targets: Target[]): PlannedRun[] {
       if (echoTrafficDone) continue;
       echoTrafficDone = true;
       const families = settings.workloads.filter((f) => ECHO_TRAFFIC.includes(f));
-      const connectionList = [...new Set(families.flatMap((f) => settings.connections[f]))].sort((a, b) => a - b);
+      const connectionList = countsOfAll((f) => families.includes(f));
       for (const length of settings.lengths) {
         for (const connections of connectionList) {
           for (let rep = 0; rep < settings.reps; rep++) {
             for (const target of targets) {
               const f = target.workload;
-              if (families.includes(f) && settings.connections[f].includes(connections)) {
+              if (families.includes(f) && countsOf(target).includes(connections)) {
                 runs.push({ workload: f as "echo" | "js-echo", target, connections, length, pipeline: 1, rep });
               }
             }
@@ -69,7 +75,7 @@ function plan(settings: BenchSettings, targets: Target[]): PlannedRun[] {
       }
     } else {
       for (const op of ["resp-get", "resp-set"] as const) {
-        for (const pipeline of settings.pipelines) add(op, settings.valueSize, pipeline, settings.connections.resp, "resp");
+        for (const pipeline of settings.pipelines) add(op, settings.valueSize, pipeline, "resp");
       }
     }
   }

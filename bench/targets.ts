@@ -1,9 +1,12 @@
 // targets.ts — the servers under test and their processes: the built-in targets (echo servers, and
-// RESP servers: a small one on Bun.listen and a real redis-server when installed), --target parsing,
+// RESP servers: examples/resp-server.ts's handler on listen() and on Bun.listen, and a real
+// redis-server when installed), --target parsing,
 // starting one server process (fd limit raised to the hard limit, pinned to the server CPU with
 // taskset, wrapped so that the spawned pid *is* the server), waiting until it accepts a connection,
 // and stopping it (SIGTERM, then SIGKILL after a grace period). The js-echo targets run one handler
-// module (examples/js-echo.ts's echoHandler) on bunring's listen() (both backends) and on Bun.listen.
+// module (examples/js-echo.ts's echoHandler) on bunring's listen() (both backends) and on Bun.listen;
+// likewise the RESP targets resp-bunring-uring, resp-bunring-epoll (examples/resp-server.ts, i.e.
+// `bun run resp`, on listen()) and resp-bun-listen (the same respHandler on Bun.listen).
 import type { Subprocess } from "bun";
 import { connect, createServer } from "node:net";
 import { readFileSync } from "node:fs";
@@ -24,6 +27,8 @@ export const BUILTIN_NAMES = [
   "bunring-epoll",
   "bun-listen",
   "node-net",
+  "resp-bunring-uring",
+  "resp-bunring-epoll",
   "resp-bun-listen",
   "resp-redis-server",
   "js-echo-bunring-uring",
@@ -36,6 +41,8 @@ export const BUILTIN_WORKLOAD: Record<BuiltinName, WorkloadFamily> = {
   "bunring-epoll": "echo",
   "bun-listen": "echo",
   "node-net": "echo",
+  "resp-bunring-uring": "resp",
+  "resp-bunring-epoll": "resp",
   "resp-bun-listen": "resp",
   "resp-redis-server": "resp",
   "js-echo-bunring-uring": "js-echo",
@@ -121,6 +128,16 @@ export function builtinTargets(): Target[] {
     ],
     unavailable: null,
   });
+  // examples/resp-server.ts as `bun run resp` runs it (the script, not `bun run`, so the pid is the
+  // server's). It has no --cpu flag: without taskset it runs unpinned, like the Bun.listen targets.
+  const respBunring = (backend: "uring" | "epoll"): Target => ({
+    name: `resp-bunring-${backend}`,
+    workload: "resp",
+    display: `bun run resp -- --port PORT --backend ${backend}`,
+    fixedPort: null,
+    argv: (port) => [bun, resolve(root, "examples/resp-server.ts"), "--host", "127.0.0.1", "--port", String(port), "--backend", backend],
+    unavailable: null,
+  });
   return [
     bunring("uring"),
     bunring("epoll"),
@@ -140,6 +157,8 @@ export function builtinTargets(): Target[] {
       argv: (port) => [node ?? "node", resolve(root, "bench/servers/node-net.mjs"), "--port", String(port)],
       unavailable: node ? null : "`node` is not on PATH",
     },
+    respBunring("uring"),
+    respBunring("epoll"),
     {
       name: "resp-bun-listen",
       workload: "resp",
