@@ -47,6 +47,8 @@ export interface Channel {
    * connection is gone and its CLOSE is on the way).
    */
   sendDirect(slot: number, gen: number, bytes: Uint8Array): number;
+  /** Whether sendDirect may send now (so that a caller prepares bytes for it only then). */
+  canSendDirect(): boolean;
   /** Makes queued commands visible to the loop and wakes it if it sleeps. */
   publish(): void;
   /** Commands written but not yet published, or held because the ring was full. */
@@ -77,6 +79,10 @@ export function openChannel(native: NativeChannel): Channel {
   // Where the room reserve() returned starts (a free-running tx offset): set by each reserve() call,
   // so that a write allocates nothing.
   let reservedAt = 0;
+
+  function directOpen(): boolean {
+    return directBudget > 0 && held.length === 0 && Atomics.load(words, at.cSleeping) === 1;
+  }
 
   function ringHasRoom(): boolean {
     if (((cmdTail - cmdHeadSeen) >>> 0) < JS_RECORDS) return true;
@@ -205,8 +211,10 @@ export function openChannel(native: NativeChannel): Channel {
       return { bytes, chars };
     },
 
+    canSendDirect: directOpen,
+
     sendDirect(slot, gen, bytes) {
-      if (directBudget === 0 || held.length > 0 || Atomics.load(words, at.cSleeping) !== 1) return 0;
+      if (!directOpen()) return 0;
       directBudget--;
       const n = native.send(slot, gen, bytes);
       return n > 0 ? n : 0;

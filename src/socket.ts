@@ -199,7 +199,8 @@ export class HandlerSocket<Data = undefined> implements Socket<Data> {
     if (typeof data === "string") {
       text = textOf(data, byteOffset, byteLength);
       if (text.length === 0) return 0;
-      bytes = queued === 0 ? encodeSmall(text) : null;
+      // Encoded apart only for the shortcut; otherwise straight into tx (writeString), one pass.
+      bytes = queued === 0 && this.ctx.channel.canSendDirect() ? encodeSmall(text) : null;
     } else {
       bytes = bytesOf(data, byteOffset, byteLength);
       if (bytes.length === 0) return 0;
