@@ -22,6 +22,12 @@
 #include <string.h>
 #include <sys/socket.h>
 
+/* Commands taken per loop iteration at most; the rest wait for the next one (the loop does not sleep
+ * while commands wait). On io_uring a WRITE holds send buffers until its completion is reaped, and
+ * the free list hands out the most recently returned first, so this bounds the send buffers in use
+ * (and resident) to about this many, instead of a whole JS batch's worth. */
+#define COMMANDS_PER_RUN 512u
+
 /* ---- both backends ---- */
 
 /* OPEN when the channel has room, else the connection waits unread until JS has consumed. */
@@ -166,7 +172,8 @@ static void js_run_commands(struct loop *l, const struct js_backend *b)
     if (l->js_deferred_n > 0)
         js_run_deferred(l, b);
     struct bunring_js_record *r;
-    while ((r = js_command_peek(l)) != NULL) {
+    uint32_t budget = COMMANDS_PER_RUN;
+    while (budget-- > 0 && (r = js_command_peek(l)) != NULL) {
         struct conn *c = js_target(l, r);
         uint32_t type = r->type_gen & 0xffu;
         bool now = type == BUNRING_JS_CMD_TERMINATE || type == BUNRING_JS_CMD_PAUSE || type == BUNRING_JS_CMD_RESUME;
@@ -204,7 +211,7 @@ static bool js_read_epoll(struct loop *l, struct conn *c)
             starved_push(l, c); /* JS is behind: read again once it consumed */
             return true;
         }
-        ssize_t n = recv(c->fd, l->js->rx + (at & (BUNRING_JS_BYTES - 1u)), room, 0);
+        ssize_t n = recv(c->fd, l->js->rx + (at & (BUNRING_JS_RX_BYTES - 1u)), room, 0);
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 return true;
@@ -349,7 +356,7 @@ static uint32_t js_deliver(struct loop *l, struct conn *c, const uint8_t *data, 
         if (room == 0)
             break;
         uint32_t k = len - done < room ? len - done : room;
-        memcpy(l->js->rx + (at & (BUNRING_JS_BYTES - 1u)), data + done, k);
+        memcpy(l->js->rx + (at & (BUNRING_JS_RX_BYTES - 1u)), data + done, k);
         js_event(l, BUNRING_JS_EV_DATA, c, at, k);
         done += k;
     }

@@ -223,7 +223,7 @@ BUNRING_API uint32_t bunring_probe(struct bunring_error *err, char *kernel_relea
  *                          (reset), WANT_DRAIN (send a DRAIN event once nothing is left to send),
  *                          PAUSE / RESUME (stop / start reading).
  * Indices and byte offsets are free-running uint32 (a record's slot is index % BUNRING_JS_RECORDS, a
- * byte's is offset % BUNRING_JS_BYTES); a producer publishes with a release store of its tail, the
+ * byte's is offset % the area's size, BUNRING_JS_RX_BYTES or BUNRING_JS_TX_BYTES); a producer publishes with a release store of its tail, the
  * consumer frees with a release store of its head. A record never wraps: a producer that needs more
  * contiguous bytes than remain before the end of an area skips to its start (the consumer frees up
  * to offset + len of each record it consumed, which covers the skip).
@@ -238,7 +238,8 @@ BUNRING_API uint32_t bunring_probe(struct bunring_error *err, char *kernel_relea
  * the slot is opened), so JS knows how much of what it wrote is still queued without any event.
  */
 #define BUNRING_JS_RECORDS 16384u
-#define BUNRING_JS_BYTES (4u << 20)
+#define BUNRING_JS_RX_BYTES (1u << 20) /* the rx area: what the loops read ahead of JS */
+#define BUNRING_JS_TX_BYTES (2u << 20) /* the tx area: what JS wrote and the loop has not taken yet */
 #define BUNRING_JS_MAX_RECORD_BYTES 65536u /* DATA and WRITE records carry at most this many bytes */
 #define BUNRING_JS_PEER_ADDRESS_BYTES 20u  /* OPEN: u16 family (2 IPv4, 10 IPv6), u16 port, 16 address bytes */
 
@@ -279,8 +280,8 @@ struct bunring_js_channel {
     uint32_t js_pad[11];
     struct bunring_js_record events[BUNRING_JS_RECORDS];
     struct bunring_js_record commands[BUNRING_JS_RECORDS];
-    uint8_t rx[BUNRING_JS_BYTES];
-    uint8_t tx[BUNRING_JS_BYTES];
+    uint8_t rx[BUNRING_JS_RX_BYTES];
+    uint8_t tx[BUNRING_JS_TX_BYTES];
 };
 
 /* The doorbell: called on a loop thread with the loop's index when JS was asleep and events wait. */

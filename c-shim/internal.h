@@ -119,6 +119,7 @@ struct loop {
     struct io_uring ring;
     bool ring_ready;
     struct io_uring_buf_ring *buf_ring;
+    uint32_t ring_bufs;     /* receive buffers on buf_ring (ids 0..ring_bufs-1): see uring_setup */
     size_t buf_ring_bytes;
     uint32_t returned_bufs; /* buffers added to the ring since the last advance */
     bool accept_armed;

@@ -16,18 +16,21 @@
 #include <string.h>
 
 #define RECORD_MASK (BUNRING_JS_RECORDS - 1u)
-#define BYTE_MASK (BUNRING_JS_BYTES - 1u)
+#define RX_MASK (BUNRING_JS_RX_BYTES - 1u)
+#define TX_MASK (BUNRING_JS_TX_BYTES - 1u)
 /* Records kept free for END, DRAIN and CLOSE, so a connection's close always reaches JS: OPEN and
  * DATA stop (connections wait) once only this many are left. */
 #define EVENT_RESERVE (BUNRING_JS_RECORDS / 4u)
 /* Commands that may wait behind a WRITE the pool cannot take yet, per loop (app_js.c); past this many
  * the ring's head waits instead. */
 #define DEFERRED_MAX 4096u
-/* Below this much contiguous room at the end of rx, a reservation skips to the start of the area. */
+/* Below this much contiguous room at the end of rx, a reservation skips to the start of the area; and
+ * less room than this is no room: as rx fills, receives would otherwise shrink with it, cutting what
+ * arrives into ever smaller DATA records (each one an event, and for an echo a WRITE). */
 #define MIN_CONTIGUOUS 4096u
 
 _Static_assert((BUNRING_JS_RECORDS & RECORD_MASK) == 0, "records: a power of two");
-_Static_assert((BUNRING_JS_BYTES & BYTE_MASK) == 0, "bytes: a power of two");
+_Static_assert((BUNRING_JS_RX_BYTES & RX_MASK) == 0 && (BUNRING_JS_TX_BYTES & TX_MASK) == 0, "areas: powers of two");
 
 int js_channel_alloc(struct loop *l, struct bunring_error *err)
 {
@@ -64,16 +67,18 @@ void js_channel_free(struct loop *l)
 uint32_t js_rx_room(struct loop *l, uint32_t *offset)
 {
     uint32_t head = __atomic_load_n(&l->js->rx_head, __ATOMIC_ACQUIRE);
-    uint32_t free_bytes = BUNRING_JS_BYTES - (l->js_rx_tail - head);
-    uint32_t to_end = BUNRING_JS_BYTES - (l->js_rx_tail & BYTE_MASK);
+    uint32_t free_bytes = BUNRING_JS_RX_BYTES - (l->js_rx_tail - head);
+    uint32_t to_end = BUNRING_JS_RX_BYTES - (l->js_rx_tail & RX_MASK);
     if (to_end < MIN_CONTIGUOUS && free_bytes > to_end) {
         /* Skip the short end of the area: JS frees it with the next record it consumes. */
         l->js_rx_tail += to_end;
         free_bytes -= to_end;
-        to_end = BUNRING_JS_BYTES;
+        to_end = BUNRING_JS_RX_BYTES;
     }
     uint32_t room = free_bytes < to_end ? free_bytes : to_end;
     *offset = l->js_rx_tail;
+    if (room < MIN_CONTIGUOUS)
+        return 0;
     return room < BUNRING_JS_MAX_RECORD_BYTES ? room : BUNRING_JS_MAX_RECORD_BYTES;
 }
 
@@ -167,7 +172,7 @@ void js_tx_release(struct loop *l)
 
 uint8_t *js_tx_bytes(const struct loop *l, uint32_t offset)
 {
-    return l->js->tx + (offset & BYTE_MASK);
+    return l->js->tx + (offset & TX_MASK);
 }
 
 void js_sleep_begin(struct loop *l)
@@ -202,7 +207,7 @@ void js_open(struct loop *l, struct conn *c, uint32_t at)
 {
     __atomic_store_n(&l->js_sent[conn_slot(l, c)], 0, __ATOMIC_RELEASE);
     __atomic_store_n(&l->js_active[conn_slot(l, c)], l->now_ms, __ATOMIC_RELAXED);
-    uint8_t *out = l->js->rx + (at & (BUNRING_JS_BYTES - 1u));
+    uint8_t *out = l->js->rx + (at & RX_MASK);
     memset(out, 0, BUNRING_JS_PEER_ADDRESS_BYTES);
     struct sockaddr_storage ss;
     socklen_t len = sizeof(ss);

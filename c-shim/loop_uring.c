@@ -24,6 +24,8 @@
 #define SQ_ENTRIES 2048u
 #define CQ_ENTRIES 16384u
 #define CQE_BATCH 256u
+/* Handler mode's receive buffers on the provided-buffer ring, at most (uring_setup). */
+#define HANDLER_RECV_BUFS 1024u
 #define BUF_GROUP 0
 #define ACCEPT_RETRY_MS 50u
 #define IDLE_SWEEP_MAX_MS 1000u
@@ -137,7 +139,7 @@ void ur_return_buffer(struct loop *l, uint16_t bid)
         buf_give(l, bid);
         return;
     }
-    io_uring_buf_ring_add(l->buf_ring, buf_addr(l, bid), l->buf_size, bid, io_uring_buf_ring_mask(l->buf_count),
+    io_uring_buf_ring_add(l->buf_ring, buf_addr(l, bid), l->buf_size, bid, io_uring_buf_ring_mask(l->ring_bufs),
                           (int)l->returned_bufs);
     l->returned_bufs++;
 }
@@ -537,7 +539,13 @@ int uring_setup(struct loop *l, struct bunring_error *err)
         set_error(err, -ENOMEM, "out of memory for send descriptors of %u connections", l->max_conns);
         return -ENOMEM;
     }
-    l->buf_ring_bytes = sizeof(struct io_uring_buf) * l->buf_count;
+    /* Echo sends from the buffer it received into, so the ring holds the whole pool. Handler mode
+     * copies what arrives into the channel at once (or, while JS is behind, holds it until there is
+     * room): a few CQE batches' worth of buffers is enough, and since the kernel takes them in ring
+     * order, every buffer on the ring becomes resident; ids ring_bufs..buf_count-1 stay untouched. */
+    bool handler = l->srv->cfg.flags & BUNRING_FLAG_HANDLER;
+    l->ring_bufs = handler && l->buf_count > HANDLER_RECV_BUFS ? HANDLER_RECV_BUFS : l->buf_count;
+    l->buf_ring_bytes = sizeof(struct io_uring_buf) * l->ring_bufs;
     l->buf_ring = loop_alloc_aligned(l, 4096, l->buf_ring_bytes);
     if (!l->buf_ring) {
         set_error(err, -ENOMEM, "out of memory for the provided-buffer ring");
@@ -547,7 +555,7 @@ int uring_setup(struct loop *l, struct bunring_error *err)
     struct io_uring_buf_reg reg;
     memset(&reg, 0, sizeof(reg));
     reg.ring_addr = (uint64_t)(uintptr_t)l->buf_ring;
-    reg.ring_entries = l->buf_count;
+    reg.ring_entries = l->ring_bufs;
     reg.bgid = BUF_GROUP;
     rc = io_uring_register_buf_ring(&l->ring, &reg, 0);
     if (rc != 0) {
@@ -556,7 +564,7 @@ int uring_setup(struct loop *l, struct bunring_error *err)
         return rc;
     }
     io_uring_buf_ring_init(l->buf_ring);
-    for (uint32_t i = 0; i < l->buf_count; i++)
+    for (uint32_t i = 0; i < l->ring_bufs; i++)
         ur_return_buffer(l, (uint16_t)i);
     io_uring_buf_ring_advance(l->buf_ring, (int)l->returned_bufs);
     l->returned_bufs = 0;

@@ -94,9 +94,10 @@ const symbols = {
   bunring_ud_decode_gen: { args: [FFIType.u64], returns: FFIType.u32 },
 } as const;
 
-/** BUNRING_JS_RECORDS and BUNRING_JS_BYTES: records per ring and bytes per area of a handler channel. */
+/** BUNRING_JS_RECORDS, BUNRING_JS_RX_BYTES and BUNRING_JS_TX_BYTES: records per ring and the bytes of a handler channel's two areas. */
 export const JS_RECORDS = 16384;
-export const JS_BYTES = 4 << 20;
+export const JS_RX_BYTES = 1 << 20;
+export const JS_TX_BYTES = 2 << 20;
 /** BUNRING_JS_MAX_RECORD_BYTES: bytes one DATA or WRITE record carries at most. */
 export const JS_MAX_RECORD_BYTES = 65536;
 export const JS_EVENT = { open: 1, data: 2, end: 3, drain: 4, close: 5 } as const;
@@ -154,8 +155,8 @@ function open() {
     jsPad: { bytes: 44 },
     events: { bytes: JS_RECORDS * 16 },
     commands: { bytes: JS_RECORDS * 16 },
-    rx: { bytes: JS_BYTES },
-    tx: { bytes: JS_BYTES },
+    rx: { bytes: JS_RX_BYTES },
+    tx: { bytes: JS_TX_BYTES },
   });
   const names = Array.from({ length: s.bunring_stat_count() }, (_, i) => String(new CString(s.bunring_stat_name(i)!)));
   if (names.join() !== STAT_NAMES.join()) {
@@ -386,8 +387,8 @@ export function startHandlerNative(cfg: NativeConfig, host: string, doorbell: (l
       },
       events: new Uint32Array(buf, c.events, JS_RECORDS * 4),
       commands: new Uint32Array(buf, c.commands, JS_RECORDS * 4),
-      rx: new Uint8Array(buf, c.rx, JS_BYTES),
-      tx: new Uint8Array(buf, c.tx, JS_BYTES),
+      rx: new Uint8Array(buf, c.rx, JS_RX_BYTES),
+      tx: new Uint8Array(buf, c.tx, JS_TX_BYTES),
       sent: new Uint32Array(toArrayBuffer(sentPtr, 0, cfg.maxConnections * 4)),
       wake: () => lib.bunring_js_wake(handle as Pointer, loop),
       send: (slot, gen, bytes) => lib.bunring_js_send(handle as Pointer, loop, slot, gen, bytes, bytes.length) as number,

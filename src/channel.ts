@@ -5,10 +5,10 @@
 //
 // Indices and byte offsets are free-running u32 (kept as numbers in 0..2^32-1 with `>>> 0`); the
 // shared control words are an Int32Array, so values go in with `| 0` and come out with `>>> 0`.
-import { JS_BYTES, JS_MAX_RECORD_BYTES, JS_RECORDS, type NativeChannel } from "../ffi/server.ts";
+import { JS_MAX_RECORD_BYTES, JS_RECORDS, JS_TX_BYTES, type NativeChannel } from "../ffi/server.ts";
 
 const RECORD_MASK = JS_RECORDS - 1;
-const BYTE_MASK = JS_BYTES - 1;
+const TX_MASK = JS_TX_BYTES - 1;
 /** Below this much contiguous room before the end of tx, a write skips to the start of the area. */
 const MIN_CONTIGUOUS = 4096;
 /**
@@ -23,7 +23,7 @@ const DIRECT_MAX_BATCH = 4;
 export type EventVisitor = (type: number, slot: number, gen: number, offset: number, len: number) => void;
 
 export interface Channel {
-  /** The loop's receive area: DATA bytes live at rx[offset & (JS_BYTES - 1)] until the batch is freed. */
+  /** The loop's receive area: DATA bytes live at rx[offset & (JS_RX_BYTES - 1)] until the batch is freed. */
   readonly rx: Uint8Array;
   /**
    * Visits every event published so far, then frees them (evHead) and their rx bytes (rxHead).
@@ -114,16 +114,16 @@ export function openChannel(native: NativeChannel): Channel {
    * loop frees the skipped bytes along with the next WRITE record.
    */
   function reserve(want: number): number {
-    let free = JS_BYTES - ((txTail - txHeadSeen) >>> 0);
+    let free = JS_TX_BYTES - ((txTail - txHeadSeen) >>> 0);
     if (free < want) {
       txHeadSeen = Atomics.load(words, at.txHead) >>> 0;
-      free = JS_BYTES - ((txTail - txHeadSeen) >>> 0);
+      free = JS_TX_BYTES - ((txTail - txHeadSeen) >>> 0);
     }
-    let toEnd = JS_BYTES - (txTail & BYTE_MASK);
+    let toEnd = JS_TX_BYTES - (txTail & TX_MASK);
     if (toEnd < want && toEnd < MIN_CONTIGUOUS && free > toEnd) {
       txTail = (txTail + toEnd) >>> 0;
       free -= toEnd;
-      toEnd = JS_BYTES;
+      toEnd = JS_TX_BYTES;
     }
     reservedAt = txTail;
     return Math.min(free, toEnd, JS_MAX_RECORD_BYTES, want);
@@ -179,7 +179,7 @@ export function openChannel(native: NativeChannel): Channel {
         if (room === 0) break;
         const offset = reservedAt;
         // Whole (the usual case): no view to make.
-        tx.set(room === bytes.length ? bytes : bytes.subarray(done, done + room), offset & BYTE_MASK);
+        tx.set(room === bytes.length ? bytes : bytes.subarray(done, done + room), offset & TX_MASK);
         putRecord(1 /* WRITE */, slot, gen, offset, room);
         txTail = (txTail + room) >>> 0;
         done += room;
@@ -200,7 +200,7 @@ export function openChannel(native: NativeChannel): Channel {
         let end = Math.min(text.length, chars + room);
         if (end < text.length && isHighSurrogate(text.charCodeAt(end - 1))) end--;
         const part = chars === 0 && end === text.length ? text : text.slice(chars, end);
-        const at0 = offset & BYTE_MASK;
+        const at0 = offset & TX_MASK;
         const r = encoder.encodeInto(part, tx.subarray(at0, at0 + room));
         if (r.written === 0) break; // the next character needs more room than there is
         putRecord(1 /* WRITE */, slot, gen, offset, r.written);

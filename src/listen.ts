@@ -5,7 +5,7 @@
 // commands the handlers queue are published at the end of each batch, or by the end of the tick for
 // writes made outside event processing (after an await, from a timer). socket.timeout() deadlines are
 // checked by one coarse sweep per server, running only while some socket has one.
-import { JS_BYTES, JS_EVENT, STAT_NAMES, startHandlerNative, type NativeError, type NativeHandlerServer } from "../ffi/server.ts";
+import { JS_EVENT, JS_RX_BYTES, STAT_NAMES, startHandlerNative, type NativeError, type NativeHandlerServer } from "../ffi/server.ts";
 import { openChannel, type Channel } from "./channel.ts";
 import { OPTION_TABLE } from "./option-table.ts";
 import { resolveOptions, type Backend, type ServeOptions } from "./options.ts";
@@ -95,7 +95,7 @@ const LISTEN_ONLY = ["hostname", "allowHalfOpen", "binaryType", "highWaterMark",
 const BATCHES_PER_TURN = 8;
 /** How often a server looks for socket.timeout() deadlines that passed, while some socket has one. */
 export const TIMEOUT_SWEEP_MS = 500;
-const BYTE_MASK = JS_BYTES - 1;
+const BYTE_MASK = JS_RX_BYTES - 1;
 
 type Handlers = { [K in (typeof HANDLER_NAMES)[number]]?: (socket: HandlerSocket<unknown>, arg?: unknown) => unknown };
 

@@ -461,6 +461,20 @@ static bool wait_stat(bunring_server *srv, enum bunring_stat s, uint64_t at_leas
     return stat_sum(srv, s) >= at_least;
 }
 
+/* Bytes echoed in handler mode: what the loops sent and what the JS side sent itself (the shortcut). */
+static uint64_t handler_bytes_out(bunring_server *srv)
+{
+    return stat_sum(srv, BUNRING_STAT_BYTES_OUT) + stat_sum(srv, BUNRING_STAT_JS_DIRECT_BYTES);
+}
+
+static bool wait_handler_out(bunring_server *srv, uint64_t at_least, unsigned timeout_ms)
+{
+    uint64_t end = now_ms() + timeout_ms;
+    while (now_ms() < end && handler_bytes_out(srv) < at_least)
+        sleep_ms(2);
+    return handler_bytes_out(srv) >= at_least;
+}
+
 static bool wait_open_zero(bunring_server *srv, unsigned timeout_ms)
 {
     uint64_t end = now_ms() + timeout_ms;
@@ -881,7 +895,8 @@ static void scenario_loadgen_pipelined(uint32_t backend, bool client_uring)
  * given number of bytes at the first byte received, whatever comes).
  */
 #define HJS_RECORD_MASK (BUNRING_JS_RECORDS - 1u)
-#define HJS_BYTE_MASK (BUNRING_JS_BYTES - 1u)
+#define HJS_RX_MASK (BUNRING_JS_RX_BYTES - 1u)
+#define HJS_TX_MASK (BUNRING_JS_TX_BYTES - 1u)
 #define HJS_MIN_CONTIGUOUS 4096u /* as src/channel.ts (tx) and js_channel.c (rx) */
 #define HJS_HIGH_WATER (1u << 20) /* a connection's bytes written and not sent, at most (highWaterMark) */
 #define HJS_PAUSE_AT (256u << 10)
@@ -1109,16 +1124,16 @@ static void hjs_move_held(struct hloop *L)
 /* Contiguous tx room for up to `want` bytes at *offset, skipping a short end of the area. */
 static uint32_t hjs_reserve(struct hloop *L, uint32_t want, uint32_t *offset)
 {
-    uint32_t free_bytes = BUNRING_JS_BYTES - (L->tx_tail - L->tx_head_seen);
+    uint32_t free_bytes = BUNRING_JS_TX_BYTES - (L->tx_tail - L->tx_head_seen);
     if (free_bytes < want) {
         L->tx_head_seen = __atomic_load_n(&L->ch->tx_head, __ATOMIC_ACQUIRE);
-        free_bytes = BUNRING_JS_BYTES - (L->tx_tail - L->tx_head_seen);
+        free_bytes = BUNRING_JS_TX_BYTES - (L->tx_tail - L->tx_head_seen);
     }
-    uint32_t to_end = BUNRING_JS_BYTES - (L->tx_tail & HJS_BYTE_MASK);
+    uint32_t to_end = BUNRING_JS_TX_BYTES - (L->tx_tail & HJS_TX_MASK);
     if (to_end < want && to_end < HJS_MIN_CONTIGUOUS && free_bytes > to_end) {
         L->tx_tail += to_end; /* the loop frees the skipped bytes with the next WRITE */
         free_bytes -= to_end;
-        to_end = BUNRING_JS_BYTES;
+        to_end = BUNRING_JS_TX_BYTES;
     }
     uint32_t room = free_bytes < to_end ? free_bytes : to_end;
     if (room > BUNRING_JS_MAX_RECORD_BYTES)
@@ -1138,7 +1153,7 @@ static uint32_t hjs_write(struct hloop *L, uint32_t slot, uint32_t gen, const ui
         uint32_t room = hjs_reserve(L, len - done, &offset);
         if (room == 0)
             break;
-        memcpy(L->ch->tx + (offset & HJS_BYTE_MASK), data + done, room);
+        memcpy(L->ch->tx + (offset & HJS_TX_MASK), data + done, room);
         hjs_put(L, BUNRING_JS_CMD_WRITE, slot, gen, offset, room);
         L->tx_tail += room;
         done += room;
@@ -1225,7 +1240,7 @@ static void hjs_on_open(struct hjs *h, struct hloop *L, uint32_t slot, uint32_t 
     uint16_t family = 0, port = 0;
     uint8_t addr[4] = {0, 0, 0, 0};
     if (len == BUNRING_JS_PEER_ADDRESS_BYTES) {
-        const uint8_t *a = L->ch->rx + (offset & HJS_BYTE_MASK);
+        const uint8_t *a = L->ch->rx + (offset & HJS_RX_MASK);
         memcpy(&family, a, 2);
         memcpy(&port, a + 2, 2);
         memcpy(addr, a + 4, 4);
@@ -1286,7 +1301,7 @@ static void hjs_on_data(struct hjs *h, struct hloop *L, struct hconn *st, uint32
         hjs_add_work(L, slot);
         return;
     }
-    const uint8_t *p = L->ch->rx + (offset & HJS_BYTE_MASK);
+    const uint8_t *p = L->ch->rx + (offset & HJS_RX_MASK);
     uint32_t echo = len;
     if (st->directive == HJS_TERMINATE_AT && st->received + len > st->directive_arg) {
         echo = (uint32_t)(st->directive_arg - st->received);
@@ -1386,8 +1401,8 @@ static uint32_t hjs_consume(struct hjs *h, struct hloop *L)
         n++;
         uint32_t type = r.type_gen & 0xffu;
         if (type == BUNRING_JS_EV_OPEN || type == BUNRING_JS_EV_DATA) {
-            uint32_t at = r.offset & HJS_BYTE_MASK;
-            if (r.len > BUNRING_JS_MAX_RECORD_BYTES || at + r.len > BUNRING_JS_BYTES)
+            uint32_t at = r.offset & HJS_RX_MASK;
+            if (r.len > BUNRING_JS_MAX_RECORD_BYTES || at + r.len > BUNRING_JS_RX_BYTES)
                 hjs_violation(h, "loop %u: %s record of %u bytes at rx %u wraps or is too long", L->index,
                               hjs_event_name(type), r.len, at);
             if (r.offset != L->rx_expect && !(at == 0 && r.offset - L->rx_expect < HJS_MIN_CONTIGUOUS))
@@ -1878,8 +1893,7 @@ static void scenario_handler(const struct opts *o, uint32_t backend, uint32_t th
         free(cs);
         check(hjs_wait_quiet(h, 10000), ctx, "not quiet after the echo phase");
         /* Out: what the loops sent and what the JS side sent itself. */
-        uint64_t in = stat_sum(srv, BUNRING_STAT_BYTES_IN),
-                 out = stat_sum(srv, BUNRING_STAT_BYTES_OUT) + stat_sum(srv, BUNRING_STAT_JS_DIRECT_BYTES);
+        uint64_t in = stat_sum(srv, BUNRING_STAT_BYTES_IN), out = handler_bytes_out(srv);
         check(in == total && out == total, ctx, "bytesIn %llu bytesOut %llu, clients sent %llu", (unsigned long long)in,
               (unsigned long long)out, (unsigned long long)total);
         uint64_t data = 0;
@@ -1967,8 +1981,8 @@ static void scenario_handler(const struct opts *o, uint32_t backend, uint32_t th
         }
         check(wait_stat(srv, BUNRING_STAT_CONN_ACCEPTED, accepted_before + nf, 10000), ctx, "flood clients not all accepted");
         __atomic_store_n(&gate, 1, __ATOMIC_RELEASE);
-        uint64_t out0 = stat_sum(srv, BUNRING_STAT_BYTES_OUT);
-        check(wait_stat(srv, BUNRING_STAT_BYTES_OUT, out0 + 256 * 1024, 10000), ctx, "flood echo is not flowing");
+        uint64_t out0 = handler_bytes_out(srv);
+        check(wait_handler_out(srv, out0 + 256 * 1024, 10000), ctx, "flood echo is not flowing");
         uint64_t stop_at = now_ms();
         check(bunring_server_stop(srv, 100) == 0, ctx, "stop failed");
         uint64_t end = now_ms() + 10000;

@@ -201,7 +201,9 @@ describe.each([...BACKENDS])("reliability: faults [%s]", (backend) => {
       expect({
         open: st.connOpen,
         accepted: st.connAccepted,
-        closes: st.connClosedEof + st.connClosedReset + st.connClosedStop + st.connClosedIdle,
+        // A non-reader may also be closed as stalled: with the pool exhausted (a busy machine) the
+        // stall grace is short, and that close is counted too.
+        closes: st.connClosedEof + st.connClosedReset + st.connClosedStop + st.connClosedIdle + st.connClosedStalled,
         buffersInUse: st.buffersInUse,
         pausedNow: st.pausedNow,
       }).toEqual({ open: 0, accepted: STOP_CONNS, closes: STOP_CONNS, buffersInUse: 0, pausedNow: 0 });
