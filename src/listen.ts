@@ -73,7 +73,7 @@ export interface Listener {
   /** True once stop() has finished. */
   readonly stopped: boolean;
   /** Live counters summed over the loops (the final values once stopped). */
-  stats(): ServerStats;
+  stats(): ListenStats;
   /**
    * Stops accepting; open connections get up to drainMs (default: the drainMs option) to finish
    * what was written, then close (close() is called for each); then frees everything. `true` is
@@ -238,8 +238,16 @@ function closeError(reason: number): Error | undefined {
   return undefined;
 }
 
+/**
+ * serve()'s counters, and two the JS thread keeps: event batches it handled (jsEvents / jsBatches is
+ * the batch size) and write() calls that took less than they were given.
+ */
+export type ListenStats = ServerStats & { jsBatches: number; jsWritesRefused: number };
+
 interface LoopContext extends SocketContext {
   readonly index: number;
+  /** Event batches handled (consume() calls that found events). */
+  batches: number;
   /** Socket by slot, for the slot's current connection. */
   readonly sockets: (HandlerSocket<unknown> | undefined)[];
   /** A turn is scheduled (setImmediate) because events were left when the last turn ended. */
@@ -454,6 +462,7 @@ export function listen<Data = undefined, BT extends BinaryType = "buffer">(optio
     try {
       for (let b = 0; b < BATCHES_PER_TURN; b++) {
         const n = ctx.channel.consume(visitors[i]!);
+        if (n > 0) ctx.batches++;
         flushAll();
         if (n === 0 && ctx.channel.sleep()) return;
       }
@@ -482,6 +491,8 @@ export function listen<Data = undefined, BT extends BinaryType = "buffer">(optio
       highWaterMark: o.highWaterMark,
       touched,
       watchTimeout,
+      writesRefused: 0,
+      batches: 0,
       sockets: [],
       scheduled: false,
       again: () => {
@@ -536,7 +547,15 @@ export function listen<Data = undefined, BT extends BinaryType = "buffer">(optio
     get stopped() {
       return control.stopped();
     },
-    stats: control.stats,
+    stats: () => {
+      let jsBatches = 0;
+      let jsWritesRefused = 0;
+      for (const l of loops) {
+        jsBatches += l.batches;
+        jsWritesRefused += l.writesRefused;
+      }
+      return { ...control.stats(), jsBatches, jsWritesRefused };
+    },
     stop,
     closed,
     [Symbol.asyncDispose]: () => stop(),

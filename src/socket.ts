@@ -27,6 +27,8 @@ export interface SocketContext {
    * on. A server without a timeout handler ignores it (and never sweeps).
    */
   watchTimeout(socket: HandlerSocket<unknown>): void;
+  /** write() calls that took less than they were given (the handler then waits for drain). */
+  writesRefused: number;
 }
 
 /** Data write() accepts. */
@@ -231,7 +233,10 @@ export class HandlerSocket<Data = undefined> implements Socket<Data> {
       this.bytesWritten += taken;
       this.ctx.touched();
     }
-    if (!all) this.wantDrain();
+    if (!all) {
+      this.ctx.writesRefused++;
+      this.wantDrain();
+    }
     return direct + taken;
   }
 

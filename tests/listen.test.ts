@@ -90,6 +90,9 @@ describe("listen() with the js-echo handler", () => {
     expect(st.connClosedEof).toBe(3);
     expect(st.connClosedReset).toBe(0);
     expect(st.errors).toBe(0);
+    // The JS thread's own counters: at least one batch, never more batches than events.
+    expect(st.jsBatches).toBeGreaterThan(0);
+    expect(st.jsBatches).toBeLessThanOrEqual(st.jsEvents);
   });
 
   test("50 concurrent connections each stream 512 KiB byte-exact (2 loops)", async () => {
@@ -470,6 +473,8 @@ describe("listen() events", () => {
     expect(sent).toBe(target);
     expect(drains).toBeGreaterThan(drainsBefore);
     expect(server!.bytesWritten).toBe(target);
+    // Each drain answered a write() that took less than it was given, and each such write is counted.
+    expect(l.stats().jsWritesRefused).toBeGreaterThanOrEqual(drains);
   });
 
   test("strings go out as UTF-8, whole, across records", async () => {
