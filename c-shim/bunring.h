@@ -16,7 +16,7 @@
 
 #define BUNRING_API __attribute__((visibility("default")))
 
-#define BUNRING_ABI_VERSION 2u
+#define BUNRING_ABI_VERSION 3u
 
 enum bunring_backend {
     BUNRING_BACKEND_URING = 0,
@@ -211,6 +211,9 @@ BUNRING_API const char *bunring_limit_entry(uint32_t index, uint32_t out[2]);
 /* What the running kernel supports: BUNRING_FEAT_* bits, or 0 with err filled if io_uring cannot be
  * used at all (disabled by sysctl, blocked by seccomp, too old). kernel_release gets uname -r. */
 BUNRING_API uint32_t bunring_probe(struct bunring_error *err, char *kernel_release, uint32_t release_len);
+/* 4 or 6 when host is an IPv4 or IPv6 literal as the server parses it when it binds (inet_pton),
+ * else 0: options are checked with the same parser that will use them. */
+BUNRING_API uint32_t bunring_host_family(const char *host);
 
 /*
  * Handler mode (listen() in TS, BUNRING_FLAG_HANDLER): instead of echoing, each loop hands what it

@@ -95,6 +95,16 @@ static void raise_fd_limit(uint32_t wanted)
     setrlimit(RLIMIT_NOFILE, &rl);
 }
 
+uint32_t bunring_host_family(const char *host)
+{
+    struct in6_addr addr; /* room for either family */
+    if (inet_pton(AF_INET, host, &addr) == 1)
+        return 4;
+    if (inet_pton(AF_INET6, host, &addr) == 1)
+        return 6;
+    return 0;
+}
+
 /* Binds host:port and listens. With reuseport several loops share the port; a plain bind (no
  * SO_REUSEPORT) is also how start() checks that nobody else already holds the port. When out_fd is
  * NULL the socket is only bound (to check or pick the port) and closed again. */

@@ -13,8 +13,6 @@
 // end with a complete library. No C compiler or no liburing headers (and not root, where build.sh
 // installs liburing-dev with apt-get): one Error naming the packages to install.
 import { dlopen, FFIType } from "bun:ffi";
-import { spawnSync } from "node:child_process";
-import { createHash } from "node:crypto";
 import { accessSync, constants, existsSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { isAbsolute, join, resolve } from "node:path";
@@ -41,6 +39,14 @@ export function libraryPath(): string {
 }
 
 /**
+ * Bun's own hasher, not node:crypto's: every process that uses bunring runs this at start, and
+ * loading node:crypto costs about 5 MiB of resident memory (Bun.CryptoHasher under 1).
+ */
+function sha256(data: string | Uint8Array): string {
+  return new Bun.CryptoHasher("sha256").update(data).digest("hex");
+}
+
+/**
  * Hash of c-shim's *.c, *.h and build.sh, computed as build.sh's source_hash does: sha256 of the
  * listing "<sha256 of file>  <name>\n" over the names in byte order. Undefined without sources.
  */
@@ -57,9 +63,9 @@ function sourceHash(): string | undefined {
   names.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
   let listing = "";
   for (const name of names) {
-    listing += `${createHash("sha256").update(readFileSync(join(shimDir, name))).digest("hex")}  ${name}\n`;
+    listing += `${sha256(readFileSync(join(shimDir, name)))}  ${name}\n`;
   }
-  return createHash("sha256").update(listing).digest("hex");
+  return sha256(listing);
 }
 
 /** True when `lib` exists and its stamp records `hash`. */
@@ -104,19 +110,21 @@ function build(dir: string, force: boolean): void {
   const args = [join(shimDir, "build.sh"), "--quiet"];
   if (dir !== packageBuildDir) args.push("--out", dir);
   if (force) args.push("--force");
-  const r = spawnSync("bash", args, { cwd: packageRoot, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
-  if (r.error) {
-    throw new Error(`bunring: the native shim ${join(dir, LIB_NAME)} must be built, but running bash failed: ${r.error.message}`);
+  let r: ReturnType<typeof Bun.spawnSync>;
+  try {
+    r = Bun.spawnSync(["bash", ...args], { cwd: packageRoot, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+  } catch (e) {
+    throw new Error(`bunring: the native shim ${join(dir, LIB_NAME)} must be built, but running bash failed: ${(e as Error).message}`);
   }
-  if (r.status === 0) return;
-  const output = `${r.stderr ?? ""}${r.stdout ?? ""}`.trim();
+  if (r.exitCode === 0) return;
+  const output = `${r.stderr?.toString() ?? ""}${r.stdout?.toString() ?? ""}`.trim();
   // build.sh's own one-line verdict when the toolchain is missing names the packages to install.
   const verdict = output.split("\n").find((line) => line.startsWith("bunring: cannot build the native shim"));
   if (verdict) {
     throw new Error(`${verdict} bunring builds its native shim on first use; or set BUNRING_LIB to a libbunring.so built elsewhere.`);
   }
   const tail = output.split("\n").slice(-40).join("\n");
-  const how = r.signal ? `was killed by ${r.signal}` : `exited with status ${r.status}`;
+  const how = r.signalCode ? `was killed by ${r.signalCode}` : `exited with status ${r.exitCode}`;
   throw new Error(`bunring: building the native shim into ${dir} failed (bash c-shim/build.sh ${how}):\n${tail}`);
 }
 

@@ -10,7 +10,7 @@ import { BUILD_HINT, locateLibrary } from "./locate.ts";
 export { libraryPath } from "./locate.ts";
 
 /** The ABI version this binding speaks (BUNRING_ABI_VERSION). */
-const ABI_VERSION = 2;
+export const ABI_VERSION = 3;
 /** BUNRING_MAX_CPUS: entries in bunring_config.cpus. */
 export const MAX_CPUS = 256;
 /** BUNRING_STATS_STRIDE: counters per loop block. */
@@ -71,6 +71,7 @@ const symbols = {
   bunring_stat_name: { args: [FFIType.u32], returns: FFIType.ptr },
   bunring_feature_name: { args: [FFIType.u32], returns: FFIType.ptr },
   bunring_probe: { args: [FFIType.ptr, FFIType.ptr, FFIType.u32], returns: FFIType.u32 },
+  bunring_host_family: { args: [FFIType.ptr], returns: FFIType.u32 },
   bunring_server_start: { args: [FFIType.ptr, FFIType.ptr, FFIType.ptr], returns: FFIType.ptr },
   bunring_server_port: { args: [FFIType.ptr], returns: FFIType.u32 },
   bunring_server_features: { args: [FFIType.ptr], returns: FFIType.u32 },
@@ -433,6 +434,16 @@ export interface ProbeResult {
 }
 
 /** What the running kernel's io_uring supports. */
+/**
+ * 4 or 6 when `host` is an IPv4 or IPv6 literal as the library parses it when it binds, else 0 (a
+ * string with a NUL in it is never one).
+ */
+export function hostFamily(host: string): 0 | 4 | 6 {
+  if (host.includes("\0")) return 0;
+  const family = native().symbols.bunring_host_family(cString(host));
+  return family === 4 || family === 6 ? family : 0;
+}
+
 export function probeNative(): ProbeResult {
   const lib = native().symbols;
   const err = newErrorBuffer();

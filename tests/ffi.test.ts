@@ -6,7 +6,7 @@ import { FFIType } from "bun:ffi";
 import { openLibrary } from "../ffi/loader.ts";
 import { libraryPath } from "../ffi/locate.ts";
 import fc from "fast-check";
-import { nativeLimit, startNative, STAT_NAMES, sumStats, type NativeError } from "../ffi/server.ts";
+import { ABI_VERSION, nativeLimit, startNative, STAT_NAMES, sumStats, type NativeError } from "../ffi/server.ts";
 import { OPTION_TABLE } from "../src/option-table.ts";
 import { resolveOptions } from "../src/options.ts";
 
@@ -21,7 +21,7 @@ function openProduct() {
       bunring_layout_entry: { args: [FFIType.u32, FFIType.ptr], returns: FFIType.ptr },
     },
     abiSymbol: "bunring_abi_version",
-    abiVersion: 2,
+    abiVersion: ABI_VERSION,
     layoutSymbol: "bunring_layout_entry",
     rebuildHint: "rebuild",
   });
@@ -80,7 +80,7 @@ describe("layouts from C", () => {
         layoutSymbol: "bunring_layout_entry",
         rebuildHint: "rebuild it",
       }),
-    ).toThrow(/speaks ABI version 2, .* speaks 999; rebuild it/);
+    ).toThrow(new RegExp(`speaks ABI version ${ABI_VERSION}, .* speaks 999; rebuild it`));
   });
 });
 

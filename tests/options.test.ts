@@ -149,7 +149,8 @@ const BAD: BadCase[] = [
   { option: "backend", opts: { backend: 1 }, cls: TypeError },
   { option: "backend", opts: { backend: ["epoll"] }, cls: TypeError },
   // host
-  ...KNOWN_BAD_HOSTS.map((h): BadCase => ({ option: "host", opts: { host: h }, cls: RangeError, ...(h.trim() ? { mentions: [h] } : {}) })),
+  // The message quotes the value as JSON (so a NUL or a space at the end shows).
+  ...KNOWN_BAD_HOSTS.map((h): BadCase => ({ option: "host", opts: { host: h }, cls: RangeError, ...(h.trim() ? { mentions: [JSON.stringify(h)] } : {}) })),
   { option: "host", opts: { host: 127001 }, cls: TypeError },
   { option: "host", opts: { host: 2130706433 }, cls: TypeError },
   { option: "host", opts: { host: ["127.0.0.1"] }, cls: TypeError },

@@ -2230,6 +2230,10 @@ static void scenario_abi(void)
 {
     const char *ctx = "abi";
     check(bunring_abi_version() == BUNRING_ABI_VERSION, ctx, "abi version %u", bunring_abi_version());
+    check(bunring_host_family("127.0.0.1") == 4 && bunring_host_family("::1") == 6 &&
+              bunring_host_family("::ffff:1.2.3.4") == 6 && bunring_host_family("localhost") == 0 &&
+              bunring_host_family("1.2.3") == 0 && bunring_host_family("") == 0,
+          ctx, "bunring_host_family disagrees with inet_pton");
     uint32_t where[2] = {0, 0};
     const char *first = bunring_layout_entry(0, where);
     check(first != NULL && where[1] == sizeof(struct bunring_config), ctx, "layout entry 0 is %s of %u bytes, config is %zu",

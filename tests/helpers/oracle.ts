@@ -56,6 +56,7 @@ export const KNOWN_BAD_HOSTS = [
   "1::2::3",
   "0x7f.1",
   "١٢٧.٠.٠.١",
+  "127.0.0.1\u0000evil", // the library sees a C string: it must never see only the part before the NUL
 ];
 
 export function validInt(opt: IntOption, v: unknown): v is number {
