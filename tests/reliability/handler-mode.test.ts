@@ -1,0 +1,437 @@
+// handler-mode.test.ts — reliability of handler mode (listen()): the guarantees the serve()
+// scenarios prove, with the JS echo handler (examples/js-echo.ts) running on this thread and the C
+// loops doing the socket I/O, so every byte also crosses the loop↔JS channel both ways.
+//   * Integrity under load: many connections keep pipelined random-size messages (1 B..256 KiB) in
+//     flight; every echoed byte is checked at its offset and by a sha256 per connection; once quiet
+//     the counters balance exactly (bytesIn == bytesOut == bytes sent, every connection accepted and
+//     closed by EOF, no error, no allocation after start, at least one JS event per connection).
+//     Plus a scarce-pool, 2-loop variant.
+//   * Thousands of connections open at once (within RLIMIT_NOFILE, else skipped saying why): each
+//     echoes one random message byte-exact, then all close by EOF and the counters balance.
+//   * stop({ drainMs: 500 }) under load (streaming connections, 10 % never reading): resolves within
+//     drainMs + 1 s, close() runs exactly once per connection, `closed` resolves, every client sees
+//     its end and got back a byte-exact prefix of what it sent, closes add up to accepts.
+// CI: 200 × 5 s (+ 100 × 2 s scarce), 2,000 at once, stop with 100; BUNRING_SOAK=1: 500 × 20 s
+// (+ 300 × 10 s), 10,000 at once, stop with 500.
+import { describe, expect, setDefaultTimeout, test } from "bun:test";
+import { readFileSync } from "node:fs";
+import net from "node:net";
+import { echoHandler, type EchoState } from "../../examples/js-echo.ts";
+import { listen, type Listener, type ListenOptions, type ListenStats, type Socket, type SocketHandler } from "../../src/index.ts";
+import { pipelinedClient } from "../helpers/clients.ts";
+import { fdCount } from "../helpers/proc.ts";
+import { randomPool, rng } from "../helpers/prng.ts";
+import { report } from "../helpers/report.ts";
+import { KiB, knob, MiB, testTimeout } from "../helpers/scale.ts";
+import { BACKENDS, backendAvailable, type Backend, statsReach, stopListenersAfterEach } from "../helpers/server.ts";
+import { connect, endOf, refused, type Conn } from "../helpers/sockets.ts";
+import { waitFor, withTimeout } from "../helpers/wait.ts";
+
+setDefaultTimeout(testTimeout(30_000, 300_000)); // tests without their own limit
+
+const live = stopListenersAfterEach();
+
+const CONNS = knob("BUNRING_REL_HANDLER_CONNS", 200, 500);
+const DURATION_MS = knob("BUNRING_REL_HANDLER_MS", 5_000, 20_000);
+const SCARCE_CONNS = knob("BUNRING_REL_HANDLER_SCARCE_CONNS", 100, 300);
+const SCARCE_MS = knob("BUNRING_REL_HANDLER_SCARCE_MS", 2_000, 10_000);
+const MANY_CONNS = knob("BUNRING_REL_HANDLER_MANY_CONNS", 2_000, 10_000);
+const STOP_CONNS = knob("BUNRING_REL_HANDLER_STOP_CONNS", 100, 500);
+const DRAIN_MS = 500;
+/** How long past drainMs a stop may take (the only timing this file asserts). */
+const STOP_MARGIN_MS = 1_000;
+
+/** The soft RLIMIT_NOFILE of this process (`ulimit -n`), from /proc/self/limits; Infinity if unlimited. */
+function nofileLimit(): number {
+  const line = readFileSync("/proc/self/limits", "utf8")
+    .split("\n")
+    .find((l) => l.startsWith("Max open files"));
+  const soft = line?.slice("Max open files".length).trim().split(/\s+/)[0];
+  if (soft === undefined) return Infinity; // cannot tell: let the test try
+  return soft === "unlimited" ? Infinity : Number(soft);
+}
+// Both ends of every connection are in this process (handler mode uses ordinary fds on both
+// backends): 2 fds per connection, plus what is open now and a margin for the loops and Bun.
+const FDS_NEEDED = fdCount() + 2 * MANY_CONNS + 256;
+const FD_LIMIT = nofileLimit();
+const FDS_OK = FDS_NEEDED <= FD_LIMIT;
+if (!FDS_OK) {
+  console.warn(
+    `bunring tests: RLIMIT_NOFILE is ${FD_LIMIT}, ${MANY_CONNS} connections at once need about ${FDS_NEEDED} fds; ` +
+      `that test is skipped (raise \`ulimit -n\` or lower BUNRING_REL_HANDLER_MANY_CONNS)`,
+  );
+}
+
+/** listen() with the js-echo handler (or a wrapper of it) on an ephemeral loopback port, stopped after the test. */
+function startEcho(backend: Backend, extra: Partial<ListenOptions<EchoState>> = {}): Listener {
+  const l = listen<EchoState>({ port: 0, hostname: "127.0.0.1", backend, allowHalfOpen: true, socket: echoHandler, ...extra });
+  live.add(l);
+  return l;
+}
+
+const fmt = (st: ListenStats) => JSON.stringify(st);
+
+/**
+ * echoHandler with every handler delegated to it, counting opens and close() calls per socket (and
+ * any error the runtime reports), for the stop test.
+ */
+function countingEcho() {
+  const opened: Socket<EchoState>[] = [];
+  const closes = new Map<Socket<EchoState>, number>();
+  const closeErrors: string[] = [];
+  const handlerErrors: string[] = [];
+  const handler: SocketHandler<EchoState> = {
+    open(s) {
+      opened.push(s);
+      echoHandler.open(s);
+    },
+    data(s, chunk) {
+      echoHandler.data(s, chunk);
+    },
+    drain(s) {
+      echoHandler.drain(s);
+    },
+    end(s) {
+      echoHandler.end(s);
+    },
+    close(s, err) {
+      closes.set(s, (closes.get(s) ?? 0) + 1);
+      if (err) closeErrors.push((err as Error & { code?: string }).code ?? err.message);
+    },
+    error(_s, err) {
+      handlerErrors.push(err.message);
+    },
+  };
+  return { handler, opened, closes, closeErrors, handlerErrors };
+}
+
+/**
+ * A client that streams pool bytes (from a seeded offset) until the connection ends, and checks that
+ * whatever comes back is a byte-exact prefix of what it sent. `reading: false` never reads. (The
+ * pattern of faults.test.ts's streamer.)
+ */
+function streamer(port: number, seed: number, reading: boolean) {
+  const pool = randomPool();
+  const start = Math.floor(rng(seed)() * (pool.length / 2));
+  const span = pool.length - start;
+  let sent = 0;
+  let received = 0;
+  let mismatch: string | undefined;
+  let eof = false;
+  let error: string | undefined;
+  const sock = net.connect({ port, host: "127.0.0.1" });
+  const done = endOf(sock);
+  const connected = new Promise<void>((resolve, reject) => {
+    sock.once("connect", () => resolve());
+    void done.then(() => reject(new Error(`streamer ${seed}: closed before it connected (${error ?? "?"})`)));
+  });
+  connected.catch(() => undefined); // awaited by the test; a late rejection after connect is moot
+  sock.on("error", (e: NodeJS.ErrnoException) => (error ??= e.code ?? e.message));
+  sock.on("end", () => (eof = true));
+  const pump = () => {
+    while (!sock.destroyed && sock.writable) {
+      const at = sent % span;
+      const n = Math.min(16 * KiB, span - at);
+      sent += n;
+      if (!sock.write(pool.subarray(start + at, start + at + n))) return void sock.once("drain", pump);
+    }
+  };
+  sock.once("connect", pump);
+  if (reading) {
+    sock.on("data", (b: Buffer) => {
+      if (received + b.length > sent) mismatch ??= `seed ${seed}: got ${received + b.length} bytes back, sent only ${sent}`;
+      for (let off = 0; off < b.length && !mismatch; ) {
+        const at = (received + off) % span;
+        const n = Math.min(b.length - off, span - at);
+        if (Buffer.compare(b.subarray(off, off + n), pool.subarray(start + at, start + at + n)) !== 0) {
+          mismatch = `seed ${seed}: echo differs within bytes ${received + off}..${received + off + n}`;
+        }
+        off += n;
+      }
+      received += b.length;
+    });
+  } else {
+    sock.pause();
+  }
+  return { sock, connected, done, state: () => ({ sent, received, mismatch, eof, error }) };
+}
+
+interface Variant {
+  name: string;
+  conns: number;
+  ms: number;
+  opts: Partial<ListenOptions<EchoState>>;
+}
+
+const VARIANTS: Variant[] = [
+  { name: "default configuration", conns: CONNS, ms: DURATION_MS, opts: {} },
+  // 64 buffers of 2 KiB per loop for 100+ connections, two loops sharing the port: receives run out
+  // of buffers all the time while the JS handler echoes.
+  { name: "scarce pool (64 × 2 KiB buffers per loop), 2 loops", conns: SCARCE_CONNS, ms: SCARCE_MS, opts: { bufferCount: 64, threads: 2 } },
+];
+
+describe.each([...BACKENDS])("reliability: handler mode (listen + js-echo) [%s]", (backend) => {
+  const it = backendAvailable(backend) ? test : test.skip;
+
+  for (const v of VARIANTS) {
+    it(
+      `integrity, ${v.name}: ${v.conns} connections × ${v.ms / 1000} s of pipelined 1 B..256 KiB messages, every byte back in order, stats balance`,
+      async () => {
+        const l = startEcho(backend, v.opts);
+        const t0 = performance.now();
+        const settled = await Promise.allSettled(
+          Array.from({ length: v.conns }, (_, i) => pipelinedClient({ port: l.port, seed: 7919 * (i + 1), durationMs: v.ms })),
+        );
+        const wall = (performance.now() - t0) / 1000;
+        const failures = settled.filter((r): r is PromiseRejectedResult => r.status === "rejected");
+        if (failures.length > 0) {
+          throw new Error(
+            `${failures.length}/${v.conns} connections failed; first: ${(failures[0]!.reason as Error).message}\n` + `server stats: ${fmt(l.stats())}`,
+          );
+        }
+        const results = settled.map((r) => (r as PromiseFulfilledResult<Awaited<ReturnType<typeof pipelinedClient>>>).value);
+        let total = 0;
+        let messages = 0;
+        for (const r of results) {
+          // per-connection sha256 of everything sent == of everything received
+          expect({ seed: r.seed, received: r.received, digest: r.recvDigest }).toEqual({
+            seed: r.seed,
+            received: r.sent,
+            digest: r.sentDigest,
+          });
+          total += r.sent;
+          messages += r.messages;
+        }
+        await statsReach(
+          () => l.stats(),
+          (st) => st.connOpen === 0 && st.connAccepted === v.conns && st.connClosedEof === v.conns && st.buffersInUse === 0,
+          "every connection closed by EOF, no buffer held",
+        );
+        const st = l.stats();
+        expect({
+          bytesIn: st.bytesIn,
+          bytesOut: st.bytesOut,
+          bytesDiscarded: st.bytesDiscarded,
+          connAccepted: st.connAccepted,
+          connClosedEof: st.connClosedEof,
+          connClosedReset: st.connClosedReset,
+          connRejected: st.connRejected,
+          connOpen: st.connOpen,
+          buffersInUse: st.buffersInUse,
+          allocsAfterStart: st.allocsAfterStart,
+          errors: st.errors,
+        }).toEqual({
+          bytesIn: total,
+          bytesOut: total,
+          bytesDiscarded: 0,
+          connAccepted: v.conns,
+          connClosedEof: v.conns,
+          connClosedReset: 0,
+          connRejected: 0,
+          connOpen: 0,
+          buffersInUse: 0,
+          allocsAfterStart: 0,
+          errors: 0,
+        });
+        expect(st.jsEvents).toBeGreaterThanOrEqual(v.conns);
+        report(
+          "handler-mode integrity",
+          backend,
+          `${v.name}: ${v.conns} conns, ${messages} messages, ${(total / MiB).toFixed(0)} MiB each way verified ` +
+            `(byte-exact + sha256) in ${wall.toFixed(1)} s = ${((2 * total) / MiB / wall).toFixed(0)} MiB/s through the JS handler; ` +
+            `jsEvents ${st.jsEvents} in ${st.jsBatches} batches (${(st.jsEvents / Math.max(1, st.jsBatches)).toFixed(1)}/batch), ` +
+            `jsWritesRefused ${st.jsWritesRefused}, jsDirectSends ${st.jsDirectSends}, pauses ${st.pauses}, enobufs ${st.enobufs}, shortSends ${st.shortSends}`,
+        );
+      },
+      testTimeout(v.ms + 60_000, v.ms + 300_000),
+    );
+  }
+
+  (FDS_OK ? it : test.skip)(
+    `${MANY_CONNS} connections open at once${FDS_OK ? "" : ` (skipped: RLIMIT_NOFILE ${FD_LIMIT} < ${FDS_NEEDED} fds needed)`}: ` +
+      `each echoes one 1 B..4 KiB message byte-exact, all close by EOF, stats balance`,
+    async () => {
+      const l = startEcho(backend);
+      const pool = randomPool();
+      const msgs = Array.from({ length: MANY_CONNS }, (_, i) => {
+        const random = rng(104_729 + i);
+        const size = 1 + Math.floor(random() * 4 * KiB);
+        const off = Math.floor(random() * (pool.length - size));
+        return pool.subarray(off, off + size);
+      });
+      const total = msgs.reduce((a, m) => a + m.length, 0);
+
+      // Open them all at once; if some fail, close the rest before failing.
+      const t0 = performance.now();
+      const settled = await Promise.allSettled(msgs.map(() => connect(l.port, "127.0.0.1", 30_000)));
+      const conns = settled.filter((r): r is PromiseFulfilledResult<Conn> => r.status === "fulfilled").map((r) => r.value);
+      const failed = settled.filter((r): r is PromiseRejectedResult => r.status === "rejected");
+      if (failed.length > 0) {
+        for (const c of conns) c.sock.destroy();
+        throw new Error(`${failed.length}/${MANY_CONNS} connects failed; first: ${(failed[0]!.reason as Error).message}; stats ${fmt(l.stats())}`);
+      }
+      await statsReach(
+        () => l.stats(),
+        (st) => st.connAccepted === MANY_CONNS && st.connOpen === MANY_CONNS,
+        `all ${MANY_CONNS} connections accepted and open at once`,
+        30_000,
+      );
+      const connectMs = performance.now() - t0;
+
+      // Each sends its message and must get exactly it back.
+      const t1 = performance.now();
+      const got = conns.map(() => ({ parts: [] as Buffer[], bytes: 0 }));
+      const echoed = conns.map(
+        (c, i) =>
+          new Promise<void>((resolve) => {
+            const g = got[i]!;
+            c.sock.on("data", (b: Buffer) => {
+              g.parts.push(b);
+              g.bytes += b.length;
+              if (g.bytes >= msgs[i]!.length) resolve();
+            });
+          }),
+      );
+      conns.forEach((c, i) => c.sock.write(msgs[i]!));
+      await withTimeout(Promise.all(echoed), 30_000, () => {
+        const short = got.filter((g, i) => g.bytes < msgs[i]!.length).length;
+        return `every connection's echo (${short} still short); stats ${fmt(l.stats())}`;
+      });
+      const echoMs = performance.now() - t1;
+
+      // All half-close; the server echoes nothing more and ends each (allowHalfOpen: after its queue).
+      const t2 = performance.now();
+      for (const c of conns) c.sock.end();
+      const ends = await withTimeout(Promise.all(conns.map((c) => c.closed)), 30_000, () => `every connection closed; stats ${fmt(l.stats())}`);
+      const closeMs = performance.now() - t2;
+      const bad: string[] = [];
+      got.forEach((g, i) => {
+        const back = Buffer.concat(g.parts);
+        if (back.length !== msgs[i]!.length || Buffer.compare(back, msgs[i]!) !== 0) {
+          bad.push(`conn ${i}: sent ${msgs[i]!.length} bytes, got ${back.length}${back.length === msgs[i]!.length ? " (different bytes)" : ""}`);
+        }
+      });
+      expect(bad.slice(0, 10)).toEqual([]);
+      expect(ends.filter((e) => e.how !== "EOF").map((e) => e.how).slice(0, 10)).toEqual([]);
+
+      await statsReach(
+        () => l.stats(),
+        (st) => st.connOpen === 0 && st.connClosedEof === MANY_CONNS,
+        "every connection closed by EOF",
+      );
+      const st = l.stats();
+      expect({
+        connAccepted: st.connAccepted,
+        connClosedEof: st.connClosedEof,
+        connClosedReset: st.connClosedReset,
+        connOpen: st.connOpen,
+        bytesIn: st.bytesIn,
+        bytesOut: st.bytesOut,
+        allocsAfterStart: st.allocsAfterStart,
+        errors: st.errors,
+      }).toEqual({
+        connAccepted: MANY_CONNS,
+        connClosedEof: MANY_CONNS,
+        connClosedReset: 0,
+        connOpen: 0,
+        bytesIn: total,
+        bytesOut: total,
+        allocsAfterStart: 0,
+        errors: 0,
+      });
+      report(
+        "handler-mode many connections",
+        backend,
+        `${MANY_CONNS} connections opened at once in ${connectMs.toFixed(0)} ms (${((MANY_CONNS / connectMs) * 1000).toFixed(0)}/s), ` +
+          `${MANY_CONNS} one-shot echoes (${(total / KiB).toFixed(0)} KiB) byte-exact in ${echoMs.toFixed(0)} ms, all closed by EOF in ${closeMs.toFixed(0)} ms; ` +
+          `jsEvents ${st.jsEvents} in ${st.jsBatches} batches, RLIMIT_NOFILE ${FD_LIMIT}`,
+      );
+    },
+    testTimeout(60_000, 300_000),
+  );
+
+  it(
+    `stop({ drainMs: ${DRAIN_MS} }) under load (${STOP_CONNS} connections streaming, 10 % never reading): resolves within drainMs + ${STOP_MARGIN_MS} ms, ` +
+      `close() once per connection, clients get byte-exact prefixes, closes add up`,
+    async () => {
+      const h = countingEcho();
+      const l = startEcho(backend, { socket: h.handler });
+      const stats = () => l.stats();
+      const clients = Array.from({ length: STOP_CONNS }, (_, i) => streamer(l.port, 5000 + i, i % 10 !== 0));
+      try {
+        await withTimeout(Promise.all(clients.map((c) => c.connected)), 20_000, "clients connected");
+        await statsReach(stats, (st) => st.connOpen === STOP_CONNS, "all accepted");
+        await waitFor(() => h.opened.length === STOP_CONNS, () => `open() for every connection (${h.opened.length})`);
+        const out0 = stats().bytesOut;
+        // Echo flows, and backpressure is engaged: the handler paused a connection (its queue passed
+        // 1 MiB). (Which ones it pauses varies: on uring the loop's own limit often stops reading a
+        // non-reader first; pausedNow counts only those loop pauses, not the handler's.)
+        await statsReach(
+          stats,
+          (st) => st.bytesOut > out0 + 32 * MiB && h.opened.some((s) => s.data.paused),
+          "echo flowing and a connection paused by the handler",
+          20_000,
+        );
+      } catch (e) {
+        for (const c of clients) c.sock.destroy();
+        throw e;
+      }
+      const pausedAtStop = h.opened.filter((s) => s.data.paused).length;
+      const queuedAtStop = h.opened.reduce((a, s) => a + s.data.queuedBytes, 0);
+      const pausedNowAtStop = stats().pausedNow;
+
+      const t0 = performance.now();
+      await withTimeout(l.stop({ drainMs: DRAIN_MS }), DRAIN_MS + 10_000, () => `stop under load; stats ${fmt(stats())}`);
+      const stopMs = performance.now() - t0;
+      live.delete(l);
+      await withTimeout(l.closed, 1_000, "closed after stop()");
+      expect(l.stopped).toBe(true);
+      expect(stopMs).toBeLessThan(DRAIN_MS + STOP_MARGIN_MS);
+
+      // close() exactly once for every opened connection, and for no other.
+      expect(h.opened.length).toBe(STOP_CONNS);
+      expect(new Set(h.opened).size).toBe(STOP_CONNS);
+      const closeCounts = h.opened.map((s) => h.closes.get(s) ?? 0);
+      expect(closeCounts.filter((n) => n !== 1).length).toBe(0);
+      expect(h.closes.size).toBe(STOP_CONNS);
+      expect(h.handlerErrors).toEqual([]);
+
+      const st = stats();
+      expect({
+        open: st.connOpen,
+        accepted: st.connAccepted,
+        // A non-reader may also be closed as stalled or reset: every close counted once.
+        closes: st.connClosedEof + st.connClosedReset + st.connClosedStop + st.connClosedIdle + st.connClosedStalled,
+      }).toEqual({ open: 0, accepted: STOP_CONNS, closes: STOP_CONNS });
+      expect(st.connClosedStop).toBeGreaterThan(0); // every client streams until closed: stop closed them
+      expect({ errors: st.errors, allocs: st.allocsAfterStart }).toEqual({ errors: 0, allocs: 0 });
+
+      // Every client sees its connection end; what came back is a byte-exact prefix of what it sent.
+      await withTimeout(Promise.all(clients.map((c) => c.done)), 10_000, "every client sees its connection close");
+      const states = clients.map((c) => c.state());
+      expect(states.filter((x) => x.mismatch).map((x) => x.mismatch)).toEqual([]);
+      expect(states.every((x) => x.received <= x.sent)).toBe(true);
+      expect(await refused(l.port)).toBe(true);
+
+      const ends = new Map<string, number>();
+      for (const x of states) {
+        const k = x.error ?? (x.eof ? "EOF" : "close");
+        ends.set(k, (ends.get(k) ?? 0) + 1);
+      }
+      const errs = new Map<string, number>();
+      for (const e of h.closeErrors) errs.set(e, (errs.get(e) ?? 0) + 1);
+      const echoedMiB = states.reduce((a, x) => a + x.received, 0) / MiB;
+      report(
+        "handler-mode stop under load",
+        backend,
+        `stop({ drainMs: ${DRAIN_MS} }) with ${STOP_CONNS} streaming connections resolved in ${stopMs.toFixed(0)} ms; ` +
+          `at stop ${pausedAtStop} paused by the handler, pausedNow ${pausedNowAtStop}, ${(queuedAtStop / MiB).toFixed(1)} MiB queued in JS; ` +
+          `closedStop ${st.connClosedStop}, closedEof ${st.connClosedEof}, closedReset ${st.connClosedReset}, closedStalled ${st.connClosedStalled}, ` +
+          `bytesDiscarded ${st.bytesDiscarded}, errors ${st.errors}, allocsAfterStart ${st.allocsAfterStart}; ` +
+          `close() once each (${[...errs].map(([k, n]) => `${k} ×${n}`).join(", ") || "no error"}); ` +
+          `clients got ${echoedMiB.toFixed(0)} MiB back and saw ${[...ends].map(([k, n]) => `${k} ×${n}`).join(", ")}`,
+      );
+    },
+    testTimeout(60_000, 180_000),
+  );
+});
