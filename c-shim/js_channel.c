@@ -89,8 +89,27 @@ bool js_event_room(const struct loop *l, bool reserved)
     return used < (reserved ? BUNRING_JS_RECORDS : BUNRING_JS_RECORDS - EVENT_RESERVE);
 }
 
+/* DATA right behind the same connection's unpublished DATA, in the bytes that follow it: one record.
+ * io_uring receives into buffers of bufferSize, so a stream would otherwise reach JS as one event
+ * per buffer; JS cannot see a record before js_publish, so it may still grow. */
+static bool js_extend_data(struct loop *l, const struct conn *c, uint32_t offset, uint32_t len)
+{
+    if (l->js_ev_tail == l->js->ev_tail)
+        return false; /* the last record is published */
+    struct bunring_js_record *last = &l->js->events[(l->js_ev_tail - 1u) & RECORD_MASK];
+    /* Not across the end of the area: a record that ends exactly there is followed by one at its start. */
+    if (last->type_gen != (BUNRING_JS_EV_DATA | (c->gen << 8)) || last->slot != conn_slot(l, c) ||
+        last->offset + last->len != offset || (offset & RX_MASK) == 0 || last->len + len > BUNRING_JS_MAX_RECORD_BYTES)
+        return false;
+    last->len += len;
+    l->js_rx_tail = offset + len;
+    return true;
+}
+
 void js_event(struct loop *l, uint32_t type, const struct conn *c, uint32_t offset, uint32_t len)
 {
+    if (type == BUNRING_JS_EV_DATA && js_extend_data(l, c, offset, len))
+        return;
     struct bunring_js_record *r = &l->js->events[l->js_ev_tail & RECORD_MASK];
     r->type_gen = type | (c->gen << 8);
     r->slot = conn_slot(l, c);
