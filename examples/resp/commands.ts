@@ -73,6 +73,13 @@ export function createSession(store: Store): Session {
 
 /** Bytes as a latin1 string (one character per byte). */
 export function latin1(b: Uint8Array): string {
+  // Short ones (command names, most keys) byte by byte: reading `.buffer` of a small array the parser
+  // just made has JSC move its bytes out of the GC heap first, which cost more than the rest of a GET.
+  if (b.length <= 32) {
+    let s = "";
+    for (let i = 0; i < b.length; i++) s += String.fromCharCode(b[i]!);
+    return s;
+  }
   return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("latin1");
 }
 

@@ -238,7 +238,15 @@ export class RespParser {
    */
   private lineEnd(byte: number, tooBig: string): number {
     const from = this.start + this.searched;
-    const at = from < this.end ? this.buf.subarray(from, this.end).indexOf(byte) : -1;
+    // A loop, not subarray().indexOf(): lines are short, and a view per line cost more than the search.
+    const { buf, end } = this;
+    let at = -1;
+    for (let i = from; i < end; i++) {
+      if (buf[i] === byte) {
+        at = i - from;
+        break;
+      }
+    }
     if (at < 0) {
       this.bytesSearched += this.end - from;
       this.searched = this.end - this.start;
