@@ -346,10 +346,11 @@ export function listen<Data = undefined, BT extends BinaryType = "buffer">(optio
   };
 
   const chunkOf = (rx: Uint8Array, at: number, len: number): unknown => {
-    const view = rx.subarray(at, at + len);
-    if (binaryType === "arraybuffer") return view.slice().buffer;
-    if (zeroCopy) return binaryType === "buffer" ? Buffer.from(rx.buffer, rx.byteOffset + at, len) : view;
-    return binaryType === "buffer" ? Buffer.from(view) : view.slice();
+    // The default first, and without a view of rx on the way (one object less per event).
+    if (binaryType === "buffer" && !zeroCopy) return Buffer.copyBytesFrom(rx, at, len);
+    if (binaryType === "arraybuffer") return rx.slice(at, at + len).buffer;
+    if (zeroCopy) return binaryType === "buffer" ? Buffer.from(rx.buffer, rx.byteOffset + at, len) : rx.subarray(at, at + len);
+    return rx.slice(at, at + len);
   };
 
   const notifyClose = (s: HandlerSocket<unknown>, error: Error | undefined) => {
