@@ -3,15 +3,17 @@
  *   - echoOnce: one message, exactly it back, then a clean close (the everyday "does it still echo").
  *   - echoStream / echoMany: a deterministic per-seed Pattern stream checked byte for byte at its
  *     exact offset as it arrives (no buffering of the whole stream), optionally half-closed.
- *   - pipelinedClient: random-size messages kept in flight, checked byte for byte and by sha256.
+ *   - pipelinedClient: random-size messages kept in flight, checked byte for byte and by sha256;
+ *     pipelinedRun: many of them at once, every one checked.
  *   - RoundTripper: request/response round trips back to back, counted, for rate measurements.
+ *   - streamer: streams until the connection ends, reading or never reading, checks the prefix.
  * Failures say which connection (seed), at what offset, what was expected and what came.
  */
 import { createHash, type Hash } from "node:crypto";
 import net from "node:net";
 import { logUniformSize, Pattern, PATTERN_LEN, randomPool, rng } from "./prng.ts";
 import { KiB } from "./scale.ts";
-import { connect } from "./sockets.ts";
+import { connect, endOf } from "./sockets.ts";
 import { withTimeout } from "./wait.ts";
 
 export class EchoError extends Error {
@@ -303,6 +305,42 @@ export function pipelinedClient(o: PipelinedOptions): Promise<PipelinedResult> {
  * A connection doing request/response echoes back to back (one `size`-byte message in flight) until
  * stopped, checking each echo and counting completed round trips.
  */
+/** What pipelinedRun measured: every connection's result, the bytes each way, messages, seconds. */
+export interface PipelinedRun {
+  results: PipelinedResult[];
+  total: number;
+  messages: number;
+  wallS: number;
+}
+
+/**
+ * `conns` pipelined clients at once (seeds 7919 × (i + 1)), each for durationMs. Rejects when any
+ * connection failed (saying how many, the first failure and `serverState()`) or when what one
+ * received differs from what it sent (length or sha256).
+ */
+export async function pipelinedRun(port: number, conns: number, durationMs: number, serverState: () => string): Promise<PipelinedRun> {
+  const t0 = performance.now();
+  const settled = await Promise.allSettled(
+    Array.from({ length: conns }, (_, i) => pipelinedClient({ port, seed: 7919 * (i + 1), durationMs })),
+  );
+  const wallS = (performance.now() - t0) / 1000;
+  const failures = settled.filter((r): r is PromiseRejectedResult => r.status === "rejected");
+  if (failures.length > 0) {
+    throw new Error(`${failures.length}/${conns} connections failed; first: ${(failures[0]!.reason as Error).message}\nserver: ${serverState()}`);
+  }
+  const results = settled.map((r) => (r as PromiseFulfilledResult<PipelinedResult>).value);
+  let total = 0;
+  let messages = 0;
+  for (const r of results) {
+    if (r.received !== r.sent || r.recvDigest !== r.sentDigest) {
+      throw new Error(`seed ${r.seed}: sent ${r.sent} bytes (sha256 ${r.sentDigest}), received ${r.received} (sha256 ${r.recvDigest})`);
+    }
+    total += r.sent;
+    messages += r.messages;
+  }
+  return { results, total, messages, wallS };
+}
+
 export class RoundTripper {
   trips = 0;
   private sock!: net.Socket;
@@ -357,4 +395,55 @@ export class RoundTripper {
   failure(): Error | undefined {
     return this.error;
   }
+}
+
+/**
+ * A client that streams pool bytes (from a seeded offset) until the connection ends, and checks that
+ * whatever comes back is a byte-exact prefix of what it sent. `reading: false` never reads (a peer
+ * that does not read, for the tests of stop() under load).
+ */
+export function streamer(port: number, seed: number, reading: boolean) {
+  const pool = randomPool();
+  const start = Math.floor(rng(seed)() * (pool.length / 2));
+  const span = pool.length - start;
+  let sent = 0;
+  let received = 0;
+  let mismatch: string | undefined;
+  let eof = false;
+  let error: string | undefined;
+  const sock = net.connect({ port, host: "127.0.0.1" });
+  const done = endOf(sock);
+  const connected = new Promise<void>((resolve, reject) => {
+    sock.once("connect", () => resolve());
+    void done.then(() => reject(new Error(`streamer ${seed}: closed before it connected (${error ?? "?"})`)));
+  });
+  connected.catch(() => undefined); // awaited by the test; a late rejection after connect is moot
+  sock.on("error", (e: NodeJS.ErrnoException) => (error ??= e.code ?? e.message));
+  sock.on("end", () => (eof = true));
+  const pump = () => {
+    while (!sock.destroyed && sock.writable) {
+      const at = sent % span;
+      const n = Math.min(16 * KiB, span - at);
+      sent += n;
+      if (!sock.write(pool.subarray(start + at, start + at + n))) return void sock.once("drain", pump);
+    }
+  };
+  sock.once("connect", pump);
+  if (reading) {
+    sock.on("data", (b: Buffer) => {
+      if (received + b.length > sent) mismatch ??= `seed ${seed}: got ${received + b.length} bytes back, sent only ${sent}`;
+      for (let off = 0; off < b.length && !mismatch; ) {
+        const at = (received + off) % span;
+        const n = Math.min(b.length - off, span - at);
+        if (Buffer.compare(b.subarray(off, off + n), pool.subarray(start + at, start + at + n)) !== 0) {
+          mismatch = `seed ${seed}: echo differs within bytes ${received + off}..${received + off + n}`;
+        }
+        off += n;
+      }
+      received += b.length;
+    });
+  } else {
+    sock.pause();
+  }
+  return { sock, connected, done, state: () => ({ sent, received, mismatch, eof, error }) };
 }

@@ -14,16 +14,15 @@
 // This is the home of stop() under load and of the io_uring-unavailable path; stop() in quieter
 // situations (drain of queued echo, idle connections, restarts) is in tests/lifecycle.test.ts.
 import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
-import net from "node:net";
 import { probe, serve } from "../../src/index.ts";
 import { bannerOf, BUN, exitOf, killIfRunning, runCli, stoppedStats } from "../helpers/cli.ts";
-import { echoOnce, pipelinedClient } from "../helpers/clients.ts";
+import { echoOnce, pipelinedClient, streamer } from "../helpers/clients.ts";
 import { expectFdsBackTo, fdCount, listFds } from "../helpers/proc.ts";
-import { randomPool, rng } from "../helpers/prng.ts";
+import { rng } from "../helpers/prng.ts";
 import { report } from "../helpers/report.ts";
 import { KiB, knob, MiB, testTimeout } from "../helpers/scale.ts";
 import { BACKENDS, backendAvailable, fmtStats, startServer, statsReach, stopAll, stopServer } from "../helpers/server.ts";
-import { endOf, freePort, refused } from "../helpers/sockets.ts";
+import { freePort, refused } from "../helpers/sockets.ts";
 import { waitFor, withTimeout } from "../helpers/wait.ts";
 
 afterEach(stopAll);
@@ -66,56 +65,6 @@ function streamingChild(port: number, conns: number, seed: number) {
     throw new Error(`streaming child exited before connecting: ${await new Response(proc.stderr).text()}`);
   })();
   return { proc, connected };
-}
-
-/**
- * A client that streams pool bytes (from a seeded offset) until told to stop or closed, and checks
- * that whatever comes back is a byte-exact prefix of what it sent. `reading: false` never reads.
- */
-function streamer(port: number, seed: number, reading: boolean) {
-  const pool = randomPool();
-  const start = Math.floor(rng(seed)() * (pool.length / 2));
-  const span = pool.length - start;
-  let sent = 0;
-  let received = 0;
-  let mismatch: string | undefined;
-  let eof = false;
-  let error: string | undefined;
-  const sock = net.connect({ port, host: "127.0.0.1" });
-  const connected = new Promise<void>((r) => sock.once("connect", () => r()));
-  const done = endOf(sock);
-  sock.on("error", (e: NodeJS.ErrnoException) => (error = e.code ?? e.message));
-  sock.on("end", () => (eof = true));
-  const pump = () => {
-    while (!sock.destroyed && sock.writable) {
-      const at = sent % span;
-      const n = Math.min(16 * KiB, span - at);
-      sent += n;
-      if (!sock.write(pool.subarray(start + at, start + at + n))) return void sock.once("drain", pump);
-    }
-  };
-  sock.once("connect", pump);
-  if (reading) {
-    sock.on("data", (b: Buffer) => {
-      for (let off = 0; off < b.length && !mismatch; ) {
-        const at = (received + off) % span;
-        const n = Math.min(b.length - off, span - at);
-        if (Buffer.compare(b.subarray(off, off + n), pool.subarray(start + at, start + at + n)) !== 0) {
-          mismatch = `seed ${seed}: echo differs within bytes ${received + off}..${received + off + n}`;
-        }
-        off += n;
-      }
-      received += b.length;
-    });
-  } else {
-    sock.pause();
-  }
-  return {
-    sock,
-    connected,
-    done,
-    state: () => ({ sent, received, mismatch, eof, error }),
-  };
 }
 
 describe.each([...BACKENDS])("reliability: faults [%s]", (backend) => {

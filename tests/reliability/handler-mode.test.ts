@@ -15,16 +15,15 @@
 // (+ 300 × 10 s), 10,000 at once, stop with 500.
 import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { readFileSync } from "node:fs";
-import net from "node:net";
 import { echoHandler, type EchoState } from "../../examples/js-echo.ts";
 import { listen, type Listener, type ListenOptions, type ListenStats, type Socket, type SocketHandler } from "../../src/index.ts";
-import { pipelinedClient } from "../helpers/clients.ts";
+import { pipelinedRun, streamer } from "../helpers/clients.ts";
 import { fdCount } from "../helpers/proc.ts";
 import { randomPool, rng } from "../helpers/prng.ts";
 import { report } from "../helpers/report.ts";
 import { KiB, knob, MiB, testTimeout } from "../helpers/scale.ts";
 import { BACKENDS, backendAvailable, type Backend, statsReach, stopListenersAfterEach } from "../helpers/server.ts";
-import { connect, endOf, refused, type Conn } from "../helpers/sockets.ts";
+import { connect, refused, type Conn } from "../helpers/sockets.ts";
 import { waitFor, withTimeout } from "../helpers/wait.ts";
 
 setDefaultTimeout(testTimeout(30_000, 300_000)); // tests without their own limit
@@ -105,57 +104,6 @@ function countingEcho() {
   return { handler, opened, closes, closeErrors, handlerErrors };
 }
 
-/**
- * A client that streams pool bytes (from a seeded offset) until the connection ends, and checks that
- * whatever comes back is a byte-exact prefix of what it sent. `reading: false` never reads. (The
- * pattern of faults.test.ts's streamer.)
- */
-function streamer(port: number, seed: number, reading: boolean) {
-  const pool = randomPool();
-  const start = Math.floor(rng(seed)() * (pool.length / 2));
-  const span = pool.length - start;
-  let sent = 0;
-  let received = 0;
-  let mismatch: string | undefined;
-  let eof = false;
-  let error: string | undefined;
-  const sock = net.connect({ port, host: "127.0.0.1" });
-  const done = endOf(sock);
-  const connected = new Promise<void>((resolve, reject) => {
-    sock.once("connect", () => resolve());
-    void done.then(() => reject(new Error(`streamer ${seed}: closed before it connected (${error ?? "?"})`)));
-  });
-  connected.catch(() => undefined); // awaited by the test; a late rejection after connect is moot
-  sock.on("error", (e: NodeJS.ErrnoException) => (error ??= e.code ?? e.message));
-  sock.on("end", () => (eof = true));
-  const pump = () => {
-    while (!sock.destroyed && sock.writable) {
-      const at = sent % span;
-      const n = Math.min(16 * KiB, span - at);
-      sent += n;
-      if (!sock.write(pool.subarray(start + at, start + at + n))) return void sock.once("drain", pump);
-    }
-  };
-  sock.once("connect", pump);
-  if (reading) {
-    sock.on("data", (b: Buffer) => {
-      if (received + b.length > sent) mismatch ??= `seed ${seed}: got ${received + b.length} bytes back, sent only ${sent}`;
-      for (let off = 0; off < b.length && !mismatch; ) {
-        const at = (received + off) % span;
-        const n = Math.min(b.length - off, span - at);
-        if (Buffer.compare(b.subarray(off, off + n), pool.subarray(start + at, start + at + n)) !== 0) {
-          mismatch = `seed ${seed}: echo differs within bytes ${received + off}..${received + off + n}`;
-        }
-        off += n;
-      }
-      received += b.length;
-    });
-  } else {
-    sock.pause();
-  }
-  return { sock, connected, done, state: () => ({ sent, received, mismatch, eof, error }) };
-}
-
 interface Variant {
   name: string;
   conns: number;
@@ -178,30 +126,7 @@ describe.each([...BACKENDS])("reliability: handler mode (listen + js-echo) [%s]"
       `integrity, ${v.name}: ${v.conns} connections × ${v.ms / 1000} s of pipelined 1 B..256 KiB messages, every byte back in order, stats balance`,
       async () => {
         const l = startEcho(backend, v.opts);
-        const t0 = performance.now();
-        const settled = await Promise.allSettled(
-          Array.from({ length: v.conns }, (_, i) => pipelinedClient({ port: l.port, seed: 7919 * (i + 1), durationMs: v.ms })),
-        );
-        const wall = (performance.now() - t0) / 1000;
-        const failures = settled.filter((r): r is PromiseRejectedResult => r.status === "rejected");
-        if (failures.length > 0) {
-          throw new Error(
-            `${failures.length}/${v.conns} connections failed; first: ${(failures[0]!.reason as Error).message}\n` + `server stats: ${fmt(l.stats())}`,
-          );
-        }
-        const results = settled.map((r) => (r as PromiseFulfilledResult<Awaited<ReturnType<typeof pipelinedClient>>>).value);
-        let total = 0;
-        let messages = 0;
-        for (const r of results) {
-          // per-connection sha256 of everything sent == of everything received
-          expect({ seed: r.seed, received: r.received, digest: r.recvDigest }).toEqual({
-            seed: r.seed,
-            received: r.sent,
-            digest: r.sentDigest,
-          });
-          total += r.sent;
-          messages += r.messages;
-        }
+        const { total, messages, wallS: wall } = await pipelinedRun(l.port, v.conns, v.ms, () => fmt(l.stats()));
         await statsReach(
           () => l.stats(),
           (st) => st.connOpen === 0 && st.connAccepted === v.conns && st.connClosedEof === v.conns && st.buffersInUse === 0,

@@ -5,7 +5,7 @@
 // and closed by EOF, no buffer held, no allocation after start, no error.
 // CI: 200 connections × 5 s (+ a scarce-pool, 2-loop variant); BUNRING_SOAK=1: 500 × 20 s.
 import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
-import { pipelinedClient } from "../helpers/clients.ts";
+import { pipelinedRun } from "../helpers/clients.ts";
 import { report } from "../helpers/report.ts";
 import { knob, MiB, testTimeout } from "../helpers/scale.ts";
 import { BACKENDS, backendAvailable, fmtStats, startServer, statsReach, stopAll, type ServeOptions } from "../helpers/server.ts";
@@ -40,31 +40,7 @@ describe.each([...BACKENDS])("reliability: integrity under load [%s]", (backend)
       `${v.name}: ${v.conns} connections × ${v.ms / 1000} s of pipelined 1 B..256 KiB messages, every byte back in order, stats balance`,
       async () => {
         const s = startServer(backend, v.opts);
-        const t0 = performance.now();
-        const settled = await Promise.allSettled(
-          Array.from({ length: v.conns }, (_, i) => pipelinedClient({ port: s.port, seed: 7919 * (i + 1), durationMs: v.ms })),
-        );
-        const wall = (performance.now() - t0) / 1000;
-        const failures = settled.filter((r): r is PromiseRejectedResult => r.status === "rejected");
-        if (failures.length > 0) {
-          throw new Error(
-            `${failures.length}/${v.conns} connections failed; first: ${(failures[0]!.reason as Error).message}\n` +
-              `server stats: ${fmtStats(s.stats())}`,
-          );
-        }
-        const results = settled.map((r) => (r as PromiseFulfilledResult<Awaited<ReturnType<typeof pipelinedClient>>>).value);
-        let total = 0;
-        let messages = 0;
-        for (const r of results) {
-          // per-connection sha256 of everything sent == of everything received
-          expect({ seed: r.seed, received: r.received, digest: r.recvDigest }).toEqual({
-            seed: r.seed,
-            received: r.sent,
-            digest: r.sentDigest,
-          });
-          total += r.sent;
-          messages += r.messages;
-        }
+        const { total, messages, wallS: wall } = await pipelinedRun(s.port, v.conns, v.ms, () => fmtStats(s.stats()));
         await statsReach(
           () => s.stats(),
           (st) => st.connOpen === 0 && st.connAccepted === v.conns && st.buffersInUse === 0,
