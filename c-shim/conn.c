@@ -57,6 +57,15 @@ uint32_t loop_clock_ms(void)
     return (uint32_t)((uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u);
 }
 
+uint32_t loop_clock_tick_ms(void)
+{
+    struct timespec res;
+    if (clock_getres(CLOCK_MONOTONIC_COARSE, &res) != 0)
+        return 10;
+    uint64_t ms = ((uint64_t)res.tv_sec * 1000000000u + (uint64_t)res.tv_nsec + 999999u) / 1000000u;
+    return ms == 0 ? 1 : (uint32_t)ms;
+}
+
 void *loop_alloc(struct loop *l, size_t bytes)
 {
     if (l->started)

@@ -180,6 +180,7 @@ struct bunring_server {
 void set_error(struct bunring_error *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 uint32_t loop_clock_ms(void);
+uint32_t loop_clock_tick_ms(void); /* the resolution of loop_clock_ms, rounded up (at least 1) */
 
 static inline void stat_add(struct loop *l, enum bunring_stat s, uint64_t v)
 {

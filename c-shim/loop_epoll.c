@@ -211,10 +211,19 @@ static void apply_stall_policy(struct loop *l)
         l->app->wake_starved(l);
 }
 
+/* When a drain of loop_drain_ms() that starts now ends. The loop's clock is CLOCK_MONOTONIC_COARSE,
+ * which may be a tick behind: a deadline from it alone could close connections up to a tick before
+ * drainMs has passed, so a nonzero drain gets that tick on top. */
+static uint32_t drain_deadline(const struct loop *l)
+{
+    uint32_t drain = loop_drain_ms(l);
+    return drain == 0 ? l->now_ms : l->now_ms + drain + loop_clock_tick_ms();
+}
+
 static void begin_stop(struct loop *l)
 {
     l->stopping = true;
-    l->drain_deadline = l->now_ms + loop_drain_ms(l);
+    l->drain_deadline = drain_deadline(l);
     if (l->listen_fd >= 0) {
         close(l->listen_fd);
         l->listen_fd = -1;
@@ -326,7 +335,7 @@ void epoll_run(struct loop *l)
                     begin_stop(l);
                 } else {
                     /* A second stop() with a shorter drain: move the deadline closer, never further. */
-                    uint32_t deadline = l->now_ms + loop_drain_ms(l);
+                    uint32_t deadline = drain_deadline(l);
                     if ((int32_t)(deadline - l->drain_deadline) < 0)
                         l->drain_deadline = deadline;
                 }
