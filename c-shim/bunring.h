@@ -226,10 +226,11 @@ BUNRING_API uint32_t bunring_host_family(const char *host);
  *                          (reset), WANT_DRAIN (send a DRAIN event once nothing is left to send),
  *                          PAUSE / RESUME (stop / start reading).
  * Indices and byte offsets are free-running uint32 (a record's slot is index % BUNRING_JS_RECORDS, a
- * byte's is offset % the area's size, BUNRING_JS_RX_BYTES or BUNRING_JS_TX_BYTES); a producer publishes with a release store of its tail, the
- * consumer frees with a release store of its head. A record never wraps: a producer that needs more
- * contiguous bytes than remain before the end of an area skips to its start (the consumer frees up
- * to offset + len of each record it consumed, which covers the skip).
+ * byte's is offset % the area's size, BUNRING_JS_RX_BYTES or BUNRING_JS_TX_BYTES); a producer
+ * publishes with a release store of its tail, the consumer frees with a release store of its head.
+ * A record never wraps: a producer that needs more contiguous bytes than remain before the end of an
+ * area skips to its start (the consumer frees up to offset + len of each record it consumed, which
+ * covers the skip).
  * Sleeping: before blocking, the loop stores c_sleeping = 1 and re-checks the command ring; JS, after
  * publishing commands, wakes it (bunring_js_wake) only if c_sleeping is 1. JS stores js_sleeping = 1
  * when it has consumed every event and re-checks; the loop, after publishing events, calls the
