@@ -433,7 +433,6 @@ export interface ProbeResult {
   error?: NativeError;
 }
 
-/** What the running kernel's io_uring supports. */
 /**
  * 4 or 6 when `host` is an IPv4 or IPv6 literal as the library parses it when it binds, else 0 (a
  * string with a NUL in it is never one).
@@ -444,6 +443,7 @@ export function hostFamily(host: string): 0 | 4 | 6 {
   return family === 4 || family === 6 ? family : 0;
 }
 
+/** What the running kernel's io_uring supports. */
 export function probeNative(): ProbeResult {
   const lib = native().symbols;
   const err = newErrorBuffer();

@@ -95,7 +95,7 @@ const LISTEN_ONLY = ["hostname", "allowHalfOpen", "binaryType", "highWaterMark",
 const BATCHES_PER_TURN = 8;
 /** How often a server looks for socket.timeout() deadlines that passed, while some socket has one. */
 export const TIMEOUT_SWEEP_MS = 500;
-const BYTE_MASK = JS_RX_BYTES - 1;
+const RX_MASK = JS_RX_BYTES - 1;
 
 type Handlers = { [K in (typeof HANDLER_NAMES)[number]]?: (socket: HandlerSocket<unknown>, arg?: unknown) => unknown };
 
@@ -419,7 +419,7 @@ export function listen<Data = undefined, BT extends BinaryType = "buffer">(optio
       if (type === JS_EVENT.open) {
         const stale = sockets[slot];
         if (stale) notifyClose(stale, undefined); // its CLOSE never came (the event ring was full)
-        const at = offset & BYTE_MASK;
+        const at = offset & RX_MASK;
         const rx = channel.rx;
         const s = new HandlerSocket<unknown>(ctx, slot, gen, peerAddress(rx, at), rx[at + 2]! | (rx[at + 3]! << 8), initialData);
         sockets[slot] = s;
@@ -431,7 +431,7 @@ export function listen<Data = undefined, BT extends BinaryType = "buffer">(optio
       switch (type) {
         case JS_EVENT.data:
           // After terminate() the connection is gone for the handlers; its CLOSE is on the way.
-          if (s.state !== 2 && handlers.data) call(handlers.data, s, chunkOf(channel.rx, offset & BYTE_MASK, len));
+          if (s.state !== 2 && handlers.data) call(handlers.data, s, chunkOf(channel.rx, offset & RX_MASK, len));
           return;
         case JS_EVENT.end:
           s.peerEnded = true;
