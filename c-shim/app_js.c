@@ -42,10 +42,7 @@ static void js_closing(struct loop *l, struct conn *c, enum bunring_stat reason)
 {
     if (c->flags & CONN_JS_UNOPENED)
         return; /* JS never heard of it */
-    if (js_event_room(l, true))
-        js_event(l, BUNRING_JS_EV_CLOSE, c, 0, (uint32_t)reason);
-    else
-        stat_add(l, BUNRING_STAT_ERRORS, 1); /* JS stopped consuming with the reserve full */
+    js_close_event(l, c, reason);
 }
 
 static void js_sent(struct loop *l, struct conn *c, uint32_t n)
@@ -55,6 +52,7 @@ static void js_sent(struct loop *l, struct conn *c, uint32_t n)
 
 static void js_publish_events(struct loop *l)
 {
+    js_flush_closes(l);
     js_publish(l);
 }
 

@@ -146,6 +146,8 @@ struct loop {
     struct bunring_js_record *js_deferred; /* commands waiting for their connection's earlier WRITE */
     uint32_t js_deferred_n;
     uint32_t js_tx_done; /* end of the last WRITE taken: tx_head, unless a deferred WRITE holds it back */
+    struct bunring_js_record *js_closes; /* CLOSE events that found no room yet, oldest first */
+    uint32_t js_closes_n;
 
     /* epoll state */
     int epfd;
@@ -252,6 +254,9 @@ uint32_t js_rx_room(struct loop *l, uint32_t *offset);
 bool js_event_room(const struct loop *l, bool reserved); /* reserved: END/DRAIN/CLOSE may use the reserve */
 void js_event(struct loop *l, uint32_t type, const struct conn *c, uint32_t offset, uint32_t len);
 void js_publish(struct loop *l); /* make written events visible; ring the doorbell if JS sleeps */
+/* CLOSE for a connection JS knows, now or (no room) once JS has consumed: never dropped. */
+void js_close_event(struct loop *l, const struct conn *c, enum bunring_stat reason);
+void js_flush_closes(struct loop *l); /* CLOSEs that waited for room, while there is room */
 bool js_commands_waiting(const struct loop *l);
 /* The next command, or NULL; js_command_done releases it (and its tx bytes). */
 struct bunring_js_record *js_command_peek(struct loop *l);
@@ -264,7 +269,7 @@ void js_tx_release(struct loop *l);
 uint8_t *js_tx_bytes(const struct loop *l, uint32_t offset);
 void js_sleep_begin(struct loop *l); /* store c_wants_room and c_sleeping = 1 (then re-check for work) */
 void js_command_blocked(struct loop *l); /* the head command must wait: do not spin on it */
-bool js_room_waiting(struct loop *l);    /* connections wait for room, and there is some now */
+bool js_room_waiting(struct loop *l);    /* connections or CLOSEs wait for room, and there is some now */
 void js_sleep_end(struct loop *l);
 void js_count_sent(struct loop *l, struct conn *c, uint32_t n); /* sent[slot] += n, for JS */
 void js_open(struct loop *l, struct conn *c, uint32_t at);       /* OPEN, peer address at rx offset `at` */

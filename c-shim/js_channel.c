@@ -39,7 +39,9 @@ int js_channel_alloc(struct loop *l, struct bunring_error *err)
     l->js_guard = loop_alloc(l, sizeof(uint32_t) * l->max_conns);
     l->js_active = loop_alloc(l, sizeof(uint32_t) * l->max_conns);
     l->js_deferred = loop_alloc(l, sizeof(struct bunring_js_record) * DEFERRED_MAX);
-    if (!mem || !l->js_sent || !l->js_guard || !l->js_active || !l->js_deferred) {
+    /* At most one per connection JS has open: no OPEN is written while CLOSEs wait (js_try_open). */
+    l->js_closes = loop_alloc(l, sizeof(struct bunring_js_record) * l->max_conns);
+    if (!mem || !l->js_sent || !l->js_guard || !l->js_active || !l->js_deferred || !l->js_closes) {
         free(mem);
         set_error(err, -ENOMEM, "out of memory for the handler channel (%zu bytes)", sizeof(struct bunring_js_channel));
         return -ENOMEM;
@@ -57,7 +59,10 @@ void js_channel_free(struct loop *l)
     free(l->js_guard);
     free(l->js_active);
     free(l->js_deferred);
+    free(l->js_closes);
     l->js_deferred = NULL;
+    l->js_closes = NULL;
+    l->js_closes_n = 0;
     l->js = NULL;
     l->js_sent = NULL;
     l->js_guard = NULL;
@@ -119,6 +124,36 @@ void js_event(struct loop *l, uint32_t type, const struct conn *c, uint32_t offs
     if (type == BUNRING_JS_EV_DATA || type == BUNRING_JS_EV_OPEN)
         l->js_rx_tail = offset + len;
     stat_add(l, BUNRING_STAT_JS_EVENTS, 1);
+}
+
+void js_close_event(struct loop *l, const struct conn *c, enum bunring_stat reason)
+{
+    if (l->js_closes_n == 0 && js_event_room(l, true)) {
+        js_event(l, BUNRING_JS_EV_CLOSE, c, 0, (uint32_t)reason);
+        return;
+    }
+    /* JS is behind with the reserve used up: the CLOSE waits, in order, and goes out as JS frees
+     * records. The slot may meanwhile hold a new connection: its OPEN waits for these (js_try_open). */
+    if (l->js_closes_n == l->max_conns) {
+        stat_add(l, BUNRING_STAT_ERRORS, 1); /* cannot happen (one per connection JS has open) */
+        return;
+    }
+    l->js_closes[l->js_closes_n++] = (struct bunring_js_record){
+        .type_gen = BUNRING_JS_EV_CLOSE | (c->gen << 8), .slot = conn_slot(l, c), .offset = 0, .len = (uint32_t)reason};
+}
+
+void js_flush_closes(struct loop *l)
+{
+    uint32_t done = 0;
+    while (done < l->js_closes_n && js_event_room(l, true)) {
+        l->js->events[l->js_ev_tail & RECORD_MASK] = l->js_closes[done++];
+        l->js_ev_tail++;
+        stat_add(l, BUNRING_STAT_JS_EVENTS, 1);
+    }
+    if (done == 0)
+        return;
+    l->js_closes_n -= done;
+    memmove(l->js_closes, l->js_closes + done, sizeof(*l->js_closes) * l->js_closes_n);
 }
 
 void js_publish(struct loop *l)
@@ -196,7 +231,7 @@ uint8_t *js_tx_bytes(const struct loop *l, uint32_t offset)
 
 void js_sleep_begin(struct loop *l)
 {
-    __atomic_store_n(&l->js->c_wants_room, l->starved_head != NO_SLOT ? 1u : 0u, __ATOMIC_RELAXED);
+    __atomic_store_n(&l->js->c_wants_room, l->starved_head != NO_SLOT || l->js_closes_n > 0 ? 1u : 0u, __ATOMIC_RELAXED);
     __atomic_store_n(&l->js->c_sleeping, 1, __ATOMIC_SEQ_CST);
     /* The re-checks that follow (command tail, ev_head, rx_head) must not be ordered before this
      * store, on any architecture: JS stores those words and then reads c_sleeping. */
@@ -206,6 +241,8 @@ void js_sleep_begin(struct loop *l)
 bool js_room_waiting(struct loop *l)
 {
     uint32_t at;
+    if (l->js_closes_n > 0 && js_event_room(l, true))
+        return true;
     return l->starved_head != NO_SLOT && js_event_room(l, false) && js_rx_room(l, &at) > 0;
 }
 
@@ -251,7 +288,8 @@ void js_open(struct loop *l, struct conn *c, uint32_t at)
 bool js_try_open(struct loop *l, struct conn *c)
 {
     uint32_t at = 0;
-    if (!js_event_room(l, false) || js_rx_room(l, &at) < BUNRING_JS_PEER_ADDRESS_BYTES) {
+    js_flush_closes(l); /* a CLOSE still waiting may be for this slot's last connection */
+    if (l->js_closes_n > 0 || !js_event_room(l, false) || js_rx_room(l, &at) < BUNRING_JS_PEER_ADDRESS_BYTES) {
         c->flags |= CONN_JS_UNOPENED;
         starved_push(l, c);
         return false;

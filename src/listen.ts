@@ -418,7 +418,7 @@ export function listen<Data = undefined, BT extends BinaryType = "buffer">(optio
     return (type: number, slot: number, gen: number, offset: number, len: number) => {
       if (type === JS_EVENT.open) {
         const stale = sockets[slot];
-        if (stale) notifyClose(stale, undefined); // its CLOSE never came (the event ring was full)
+        if (stale) notifyClose(stale, undefined); // not expected: the loop publishes a slot's CLOSE before its next OPEN
         const at = offset & RX_MASK;
         const rx = channel.rx;
         const s = new HandlerSocket<unknown>(ctx, slot, gen, peerAddress(rx, at), rx[at + 2]! | (rx[at + 3]! << 8), initialData);

@@ -8,14 +8,17 @@
 //     Plus a scarce-pool, 2-loop variant.
 //   * Thousands of connections open at once (within RLIMIT_NOFILE, else skipped saying why): each
 //     echoes one random message byte-exact, then all close by EOF and the counters balance.
+//   * JS falls behind while more connections reset than the event ring holds: every CLOSE still
+//     reaches JS, with its reason, once, before stop (the loop keeps the CLOSEs that found no room).
 //   * stop({ drainMs: 500 }) under load (streaming connections, 10 % never reading): resolves within
 //     drainMs + 1 s, close() runs exactly once per connection, `closed` resolves, every client sees
 //     its end and got back a byte-exact prefix of what it sent, closes add up to accepts.
-// CI: 200 × 5 s (+ 100 × 2 s scarce), 2,000 at once, stop with 100; BUNRING_SOAK=1: 500 × 20 s
+// CI: 200 × 5 s (+ 100 × 2 s scarce), 2,000 at once, ring size + 1,000 resets, stop with 100; BUNRING_SOAK=1: 500 × 20 s
 // (+ 300 × 10 s), 10,000 at once, stop with 500.
 import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { echoHandler, type EchoState } from "../../examples/js-echo.ts";
+import { JS_RECORDS } from "../../ffi/server.ts";
 import { listen, type Listener, type ListenOptions, type ListenStats, type Socket, type SocketHandler } from "../../src/index.ts";
 import { pipelinedRun, streamer } from "../helpers/clients.ts";
 import { fdCount } from "../helpers/proc.ts";
@@ -36,6 +39,8 @@ const SCARCE_CONNS = knob("BUNRING_REL_HANDLER_SCARCE_CONNS", 100, 300);
 const SCARCE_MS = knob("BUNRING_REL_HANDLER_SCARCE_MS", 2_000, 10_000);
 const MANY_CONNS = knob("BUNRING_REL_HANDLER_MANY_CONNS", 2_000, 10_000);
 const STOP_CONNS = knob("BUNRING_REL_HANDLER_STOP_CONNS", 100, 500);
+/** More than the event ring holds (JS_RECORDS): some CLOSEs must wait in the loop. */
+const RESET_CONNS = knob("BUNRING_REL_HANDLER_RESET_CONNS", JS_RECORDS + 1_000);
 const DRAIN_MS = 500;
 /** How long past drainMs a stop may take (the only timing this file asserts). */
 const STOP_MARGIN_MS = 1_000;
@@ -51,15 +56,21 @@ function nofileLimit(): number {
 }
 // Both ends of every connection are in this process (handler mode uses ordinary fds on both
 // backends): 2 fds per connection, plus what is open now and a margin for the loops and Bun.
-const FDS_NEEDED = fdCount() + 2 * MANY_CONNS + 256;
 const FD_LIMIT = nofileLimit();
-const FDS_OK = FDS_NEEDED <= FD_LIMIT;
-if (!FDS_OK) {
-  console.warn(
-    `bunring tests: RLIMIT_NOFILE is ${FD_LIMIT}, ${MANY_CONNS} connections at once need about ${FDS_NEEDED} fds; ` +
-      `that test is skipped (raise \`ulimit -n\` or lower BUNRING_REL_HANDLER_MANY_CONNS)`,
-  );
+/** Whether `conns` connections fit under RLIMIT_NOFILE; if not, says so (the test is skipped). */
+function fdsFor(conns: number, knobName: string): { ok: boolean; needed: number } {
+  const needed = fdCount() + 2 * conns + 256;
+  const ok = needed <= FD_LIMIT;
+  if (!ok) {
+    console.warn(
+      `bunring tests: RLIMIT_NOFILE is ${FD_LIMIT}, ${conns} connections at once need about ${needed} fds; ` +
+        `that test is skipped (raise \`ulimit -n\` or lower ${knobName})`,
+    );
+  }
+  return { ok, needed };
 }
+const { ok: FDS_OK, needed: FDS_NEEDED } = fdsFor(MANY_CONNS, "BUNRING_REL_HANDLER_MANY_CONNS");
+const { ok: RESET_FDS_OK, needed: RESET_FDS_NEEDED } = fdsFor(RESET_CONNS, "BUNRING_REL_HANDLER_RESET_CONNS");
 
 /** listen() with the js-echo handler (or a wrapper of it) on an ephemeral loopback port, stopped after the test. */
 function startEcho(backend: Backend, extra: Partial<ListenOptions<EchoState>> = {}): Listener {
@@ -273,6 +284,63 @@ describe.each([...BACKENDS])("reliability: handler mode (listen + js-echo) [%s]"
       );
     },
     testTimeout(60_000, 300_000),
+  );
+
+  (RESET_FDS_OK ? it : test.skip)(
+    `JS falls behind while ${RESET_CONNS} connections reset (the event ring holds ${JS_RECORDS})` +
+      `${RESET_FDS_OK ? "" : ` (skipped: RLIMIT_NOFILE ${FD_LIMIT} < ${RESET_FDS_NEEDED} fds needed)`}: ` +
+      `every close() still comes, once, with ECONNRESET, before stop; no error counted`,
+    async () => {
+      const h = countingEcho();
+      const l = startEcho(backend, { socket: h.handler });
+      const settled = await Promise.allSettled(Array.from({ length: RESET_CONNS }, () => connect(l.port, "127.0.0.1", 30_000)));
+      const conns = settled.filter((r): r is PromiseFulfilledResult<Conn> => r.status === "fulfilled").map((r) => r.value);
+      if (conns.length < RESET_CONNS) {
+        for (const c of conns) c.sock.destroy();
+        throw new Error(`${RESET_CONNS - conns.length}/${RESET_CONNS} connects failed; stats ${fmt(l.stats())}`);
+      }
+      await waitFor(() => h.opened.length === RESET_CONNS, () => `open() for every connection (${h.opened.length}); stats ${fmt(l.stats())}`, {
+        timeoutMs: 30_000,
+      });
+
+      // Every client resets, and this thread (the handlers' thread) stays busy, taking no event, until
+      // the loop has closed them all or closes no more (epoll notices a reset only by reading, and it
+      // reads only while the ring has room for DATA; io_uring's receive fails with the reset anyway).
+      for (const c of conns) c.sock.resetAndDestroy();
+      const busyUntil = performance.now() + 20_000;
+      let resets = 0;
+      let movedAt = performance.now();
+      for (;;) {
+        const now = performance.now();
+        const r = l.stats().connClosedReset;
+        if (r !== resets) [resets, movedAt] = [r, now];
+        if (resets === RESET_CONNS || now - movedAt > 500 || now > busyUntil) break;
+      }
+      const eventsWhileBusy = l.stats().jsEvents;
+
+      await waitFor(() => h.closes.size === RESET_CONNS, () => `close() for every connection (${h.closes.size}); stats ${fmt(l.stats())}`, {
+        timeoutMs: 30_000,
+      });
+      // On io_uring the ring could not hold them all: some CLOSEs had to wait in the loop.
+      if (backend === "uring") {
+        expect(resets).toBe(RESET_CONNS);
+        expect(l.stats().jsEvents - eventsWhileBusy).toBeGreaterThan(0);
+      }
+      expect(h.opened.map((s) => h.closes.get(s) ?? 0).filter((n) => n !== 1)).toEqual([]);
+      expect(new Set(h.closeErrors)).toEqual(new Set(["ECONNRESET"]));
+      expect(h.closeErrors.length).toBe(RESET_CONNS);
+      expect(h.handlerErrors).toEqual([]);
+      const st = l.stats();
+      expect({ open: st.connOpen, errors: st.errors }).toEqual({ open: 0, errors: 0 });
+      report(
+        "handler-mode CLOSEs past a full ring",
+        backend,
+        `${RESET_CONNS} connections reset while JS was busy: the loop closed ${resets} meanwhile, ${eventsWhileBusy - RESET_CONNS} events ` +
+          `were in the ring then, ${st.jsEvents - eventsWhileBusy} came after (CLOSEs that waited in the loop, and closes noticed later); ` +
+          `close() once each with ECONNRESET, errors ${st.errors}`,
+      );
+    },
+    testTimeout(90_000, 300_000),
   );
 
   it(
