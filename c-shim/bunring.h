@@ -16,7 +16,7 @@
 
 #define BUNRING_API __attribute__((visibility("default")))
 
-#define BUNRING_ABI_VERSION 3u
+#define BUNRING_ABI_VERSION 4u
 
 enum bunring_backend {
     BUNRING_BACKEND_URING = 0,
@@ -241,9 +241,9 @@ BUNRING_API uint32_t bunring_host_family(const char *host);
  * sent[slot] (bunring_js_sent) counts the bytes each connection has handed to the kernel (reset when
  * the slot is opened), so JS knows how much of what it wrote is still queued without any event.
  */
-#define BUNRING_JS_RECORDS 16384u
-#define BUNRING_JS_RX_BYTES (1u << 20) /* the rx area: what the loops read ahead of JS */
-#define BUNRING_JS_TX_BYTES (2u << 20) /* the tx area: what JS wrote and the loop has not taken yet */
+#define BUNRING_JS_RECORDS 4096u
+#define BUNRING_JS_RX_BYTES (512u << 10) /* the rx area: what the loops read ahead of JS */
+#define BUNRING_JS_TX_BYTES (1u << 20)   /* the tx area: what JS wrote and the loop has not taken yet */
 #define BUNRING_JS_MAX_RECORD_BYTES 65536u /* DATA and WRITE records carry at most this many bytes */
 #define BUNRING_JS_PEER_ADDRESS_BYTES 20u  /* OPEN: u16 family (2 IPv4, 10 IPv6), u16 port, 16 address bytes */
 

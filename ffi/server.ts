@@ -10,7 +10,7 @@ import { BUILD_HINT, locateLibrary } from "./locate.ts";
 export { libraryPath } from "./locate.ts";
 
 /** The ABI version this binding speaks (BUNRING_ABI_VERSION). */
-export const ABI_VERSION = 3;
+export const ABI_VERSION = 4;
 /** BUNRING_MAX_CPUS: entries in bunring_config.cpus. */
 export const MAX_CPUS = 256;
 /** BUNRING_STATS_STRIDE: counters per loop block. */
@@ -96,9 +96,9 @@ const symbols = {
 } as const;
 
 /** BUNRING_JS_RECORDS, BUNRING_JS_RX_BYTES and BUNRING_JS_TX_BYTES: records per ring and the bytes of a handler channel's two areas. */
-export const JS_RECORDS = 16384;
-export const JS_RX_BYTES = 1 << 20;
-export const JS_TX_BYTES = 2 << 20;
+export const JS_RECORDS = 4096;
+export const JS_RX_BYTES = 512 << 10;
+export const JS_TX_BYTES = 1 << 20;
 /** BUNRING_JS_MAX_RECORD_BYTES: bytes one DATA or WRITE record carries at most. */
 export const JS_MAX_RECORD_BYTES = 65536;
 export const JS_EVENT = { open: 1, data: 2, end: 3, drain: 4, close: 5 } as const;
