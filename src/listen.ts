@@ -239,10 +239,11 @@ function closeError(reason: number): Error | undefined {
 }
 
 /**
- * serve()'s counters, and two the JS thread keeps: event batches it handled (jsEvents / jsBatches is
- * the batch size) and write() calls that took less than they were given.
+ * serve()'s counters, and three the JS thread keeps: event batches it handled (jsEvents / jsBatches is
+ * the batch size), write() calls that took less than they were given, and sockets their handlers
+ * have paused now (pausedNow counts only the loops' own pauses).
  */
-export type ListenStats = ServerStats & { jsBatches: number; jsWritesRefused: number };
+export type ListenStats = ServerStats & { jsBatches: number; jsWritesRefused: number; jsPausedNow: number };
 
 interface LoopContext extends SocketContext {
   readonly index: number;
@@ -345,18 +346,33 @@ export function listen<Data = undefined, BT extends BinaryType = "buffer">(optio
     }
   };
 
-  const chunkOf = (rx: Uint8Array, at: number, len: number): unknown => {
+  /** A DATA event's bytes as data() gets them; `owned`: a copy even with zeroCopy (to hold it). */
+  const chunkOf = (rx: Uint8Array, at: number, len: number, owned: boolean): unknown => {
+    const view = zeroCopy && !owned;
     // The default first, and without a view of rx on the way (one object less per event).
-    if (binaryType === "buffer" && !zeroCopy) return Buffer.copyBytesFrom(rx, at, len);
+    if (binaryType === "buffer" && !view) return Buffer.copyBytesFrom(rx, at, len);
     if (binaryType === "arraybuffer") return rx.slice(at, at + len).buffer;
-    if (zeroCopy) return binaryType === "buffer" ? Buffer.from(rx.buffer, rx.byteOffset + at, len) : rx.subarray(at, at + len);
+    if (view) return binaryType === "buffer" ? Buffer.from(rx.buffer, rx.byteOffset + at, len) : rx.subarray(at, at + len);
     return rx.slice(at, at + len);
+  };
+
+  /** The peer's FIN reaches the handler: end(), then, unless allowHalfOpen, our end. */
+  const deliverEnd = (s: HandlerSocket<unknown>) => {
+    call(handlers.end, s);
+    if (!allowHalfOpen) s.end();
   };
 
   const notifyClose = (s: HandlerSocket<unknown>, error: Error | undefined) => {
     if (s.closeNotified) return;
     s.closeNotified = true;
     s.state = 2;
+    // What a paused handler had not taken goes with the connection, as unread bytes do on Bun.listen.
+    s.held = null;
+    s.heldEnd = false;
+    if (s.paused) {
+      s.paused = false;
+      s.ctx.pausedNow--;
+    }
     if (!handlers.close) return;
     try {
       const r = error === undefined ? handlers.close(s) : handlers.close(s, error);
@@ -404,6 +420,24 @@ export function listen<Data = undefined, BT extends BinaryType = "buffer">(optio
     flushAll();
     if (timed.length === 0) stopSweep();
   };
+  /** After resume(): what came while paused, in order, unless the handler pauses again meanwhile. */
+  const deliverHeld = (s: HandlerSocket<unknown>) => {
+    if (freed) return;
+    dispatching++;
+    try {
+      while (s.held !== null && s.held.length > 0 && !s.paused && s.state !== 2) call(handlers.data, s, s.held.shift());
+      if (s.held !== null && s.held.length === 0 && !s.paused) s.held = null;
+      if (s.held === null && s.heldEnd && !s.paused && s.state !== 2) {
+        s.heldEnd = false;
+        deliverEnd(s);
+      }
+    } finally {
+      dispatching--;
+    }
+    flushAll();
+  };
+  const releaseHeld = (s: HandlerSocket<unknown>) => queueMicrotask(() => deliverHeld(s));
+
   const watchTimeout = (s: HandlerSocket<unknown>) => {
     if (!handlers.timeout || freed) return;
     timed.push(s);
@@ -431,13 +465,16 @@ export function listen<Data = undefined, BT extends BinaryType = "buffer">(optio
       switch (type) {
         case JS_EVENT.data:
           // After terminate() the connection is gone for the handlers; its CLOSE is on the way.
-          if (s.state !== 2 && handlers.data) call(handlers.data, s, chunkOf(channel.rx, offset & RX_MASK, len));
+          if (s.state === 2 || !handlers.data) return;
+          // Paused: the loop stops reading once it takes the PAUSE; what it read before is held.
+          if (s.paused || s.held !== null) (s.held ??= []).push(chunkOf(channel.rx, offset & RX_MASK, len, true));
+          else call(handlers.data, s, chunkOf(channel.rx, offset & RX_MASK, len, false));
           return;
         case JS_EVENT.end:
           s.peerEnded = true;
           if (s.state === 2) return;
-          call(handlers.end, s);
-          if (!allowHalfOpen) s.end();
+          if (s.paused || s.held !== null) s.heldEnd = true;
+          else deliverEnd(s);
           return;
         case JS_EVENT.drain:
           s.drainRequested = false;
@@ -493,6 +530,8 @@ export function listen<Data = undefined, BT extends BinaryType = "buffer">(optio
       touched,
       watchTimeout,
       writesRefused: 0,
+      pausedNow: 0,
+      releaseHeld,
       batches: 0,
       sockets: [],
       scheduled: false,
@@ -551,11 +590,13 @@ export function listen<Data = undefined, BT extends BinaryType = "buffer">(optio
     stats: () => {
       let jsBatches = 0;
       let jsWritesRefused = 0;
+      let jsPausedNow = 0;
       for (const l of loops) {
         jsBatches += l.batches;
         jsWritesRefused += l.writesRefused;
+        jsPausedNow += l.pausedNow;
       }
-      return { ...control.stats(), jsBatches, jsWritesRefused };
+      return { ...control.stats(), jsBatches, jsWritesRefused, jsPausedNow };
     },
     stop,
     closed,

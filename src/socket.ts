@@ -29,6 +29,10 @@ export interface SocketContext {
   watchTimeout(socket: HandlerSocket<unknown>): void;
   /** write() calls that took less than they were given (the handler then waits for drain). */
   writesRefused: number;
+  /** Sockets their handlers paused (pause() without resume(), not closed). */
+  pausedNow: number;
+  /** After resume(): delivers what was held while paused (data, then the peer's end), soon. */
+  releaseHeld(socket: HandlerSocket<unknown>): void;
 }
 
 /** Data write() accepts. */
@@ -50,9 +54,13 @@ export interface Socket<Data = undefined> {
   terminate(): void;
   /** FIN once every written byte is out; the socket can still receive. (halfClose is accepted for Bun.listen's signature.) */
   shutdown(halfClose?: boolean): void;
-  /** Stops reading from the peer (data events stop; TCP backpressure reaches the peer). */
+  /**
+   * Stops data events until resume(), as on Bun.listen: the loop stops reading (TCP backpressure
+   * reaches the peer), and bytes it had read before it heard of the pause are held and delivered
+   * after resume(), in order (the peer's end too, after them).
+   */
   pause(): void;
-  /** Reads again after pause(). */
+  /** Reads again after pause(); what was held is delivered first (in a microtask, not inside this call). */
   resume(): void;
   /**
    * Calls the `timeout(socket)` handler once, `seconds` after this call, as Bun.listen's
@@ -148,6 +156,10 @@ export class HandlerSocket<Data = undefined> implements Socket<Data> {
   /** A WANT_DRAIN is queued and its DRAIN has not come yet. */
   drainRequested = false;
   paused = false;
+  /** DATA chunks that came while paused (or behind such chunks), oldest first; null when none. */
+  held: unknown[] | null = null;
+  /** The peer's end came while paused (or behind held data): delivered after them. */
+  heldEnd = false;
   /** terminate() was called here: the close that follows is ours, not an error. */
   terminated = false;
   /** close(socket) has been called (exactly once). */
@@ -263,13 +275,16 @@ export class HandlerSocket<Data = undefined> implements Socket<Data> {
   pause(): void {
     if (this.state === CLOSED || this.paused) return;
     this.paused = true;
+    this.ctx.pausedNow++;
     this.command(JS_COMMAND.pause);
   }
 
   resume(): void {
     if (this.state === CLOSED || !this.paused) return;
     this.paused = false;
+    this.ctx.pausedNow--;
     this.command(JS_COMMAND.resume);
+    if (this.held !== null || this.heldEnd) this.ctx.releaseHeld(this);
   }
 
   timeout(seconds: number): void {

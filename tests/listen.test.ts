@@ -2,8 +2,9 @@
 // the js-echo handler (small, 4 MiB and 50 concurrent connections, byte-exact, with and without
 // zeroCopy); the same handler on Bun.listen and on listen() putting the same bytes on the wire;
 // event order and close exactly once; half-close both ways; terminate as a reset; a throwing handler;
-// writes made after an await or from a timer; writes to closed sockets; a peer that does not read
-// (backpressure, drain, order); strings as UTF-8; stop(); and the option checks. Every wait is on a
+// writes made after an await or from a timer; writes to closed sockets; pause() holding what the loop
+// had already read until resume(); a peer that does not read (backpressure, drain, order); strings
+// as UTF-8; stop(); and the option checks. Every wait is on a
 // condition with a deadline.
 import { beforeAll, describe, expect, setDefaultTimeout, spyOn, test } from "bun:test";
 import net from "node:net";
@@ -478,6 +479,97 @@ describe("listen() events", () => {
     expect(server!.bytesWritten).toBe(target);
     // Each drain answered a write() that took less than it was given, and each such write is counted.
     expect(l.stats().jsWritesRefused).toBeGreaterThanOrEqual(drains);
+  });
+
+  test("pause() stops data at once; what the loop had read is held and comes after resume(), in order, then end; jsPausedNow counts", async () => {
+    const TOTAL = 1 * MiB;
+    const PAUSE_AT = 64 * KiB;
+    const parts: Buffer[] = [];
+    let delivered = 0;
+    let whilePaused = 0; // data() calls while the handler has the socket paused: must stay 0
+    let sock: Socket | undefined;
+    let readAtPause = 0;
+    let deliveredAtPause = 0;
+    let batchesAtPause = 0; // batches handled before the pausing one
+    let ends = 0;
+    let paused = false;
+    const l = start({
+      socket: {
+        data(s, b) {
+          if (s === sock && paused) whilePaused++;
+          parts.push(Buffer.from(b));
+          delivered += b.length;
+          if (sock === undefined && delivered >= PAUSE_AT) {
+            sock = s;
+            s.pause();
+            paused = true;
+            batchesAtPause = l.stats().jsBatches; // this batch is counted once it has been handled
+            // Keep this thread here until the loop, which has not heard of the pause yet, has read
+            // more than the handler got: those bytes' DATA events follow and must be held.
+            const until = performance.now() + 10_000;
+            while (l.stats().bytesIn <= delivered && performance.now() < until);
+            readAtPause = l.stats().bytesIn;
+            deliveredAtPause = delivered;
+          }
+        },
+        end() {
+          ends++;
+        },
+      },
+    });
+    const c = await connect(l.port);
+    const sent = new Pattern(7).bytes(TOTAL);
+    c.sock.write(sent);
+    c.sock.end();
+    await waitFor(() => sock !== undefined, "the handler paused");
+    expect(readAtPause).toBeGreaterThan(deliveredAtPause);
+    expect(l.stats().jsPausedNow).toBe(1);
+    // The loop takes the PAUSE (the only command here) and reads no more; the DATA of what it had read
+    // is in the pausing batch or the next ones, which the event loop's next turns hand to this thread:
+    // none of it may reach data() (if a turn came late, this would only test less, never fail).
+    await waitFor(() => l.stats().jsCommands >= 1 && l.stats().jsBatches > batchesAtPause, "the loop took the PAUSE");
+    for (let turn = 0; turn < 5; turn++) await new Promise((r) => setImmediate(r));
+    expect({ whilePaused, ends, delivered }).toEqual({ whilePaused: 0, ends: 0, delivered: deliveredAtPause });
+
+    paused = false;
+    sock!.resume();
+    expect(l.stats().jsPausedNow).toBe(0);
+    expect(delivered).toBe(deliveredAtPause); // held bytes come in a microtask, not inside resume()
+    await waitFor(() => delivered === TOTAL && ends === 1, () => `every byte, then end (${delivered}/${TOTAL}, ends ${ends})`);
+    expect(Buffer.concat(parts).equals(sent)).toBe(true);
+    expect(whilePaused).toBe(0);
+    await withTimeout(c.closed, 10_000, "the server ends after the peer's FIN");
+  });
+
+  test("a socket closed while paused drops what was held, close() once, jsPausedNow back to 0", async () => {
+    let sock: Socket | undefined;
+    let dataCalls = 0;
+    let closes = 0;
+    const l = start({
+      socket: {
+        data(s, b) {
+          dataCalls++;
+          if (sock === undefined) {
+            sock = s;
+            s.pause();
+            const until = performance.now() + 10_000; // as above: the loop reads on meanwhile
+            while (l.stats().bytesIn <= b.length && performance.now() < until);
+          }
+        },
+        close() {
+          closes++;
+        },
+      },
+    });
+    const c = await connect(l.port);
+    c.sock.write(Buffer.alloc(256 * KiB, 1));
+    await waitFor(() => sock !== undefined && l.stats().jsPausedNow === 1, "the handler paused");
+    // A paused socket reads nothing, so it would not notice a reset by its peer: close it from here.
+    sock!.terminate();
+    await waitFor(() => closes === 1, "close() after terminate()");
+    expect({ dataCalls, paused: l.stats().jsPausedNow }).toEqual({ dataCalls: 1, paused: 0 });
+    sock!.resume(); // a closed socket: nothing to deliver, no count to take back
+    expect(l.stats().jsPausedNow).toBe(0);
   });
 
   test("strings go out as UTF-8, whole, across records", async () => {
