@@ -74,6 +74,10 @@ void ep_service(struct loop *l, struct conn *c, bool readable, bool writable);
 void ur_close(struct loop *l, struct conn *c, enum bunring_stat reason);
 void ur_arm_recv(struct loop *l, struct conn *c);
 void ur_cancel_recv(struct loop *l, struct conn *c);
+/* While JS has a connection paused nothing is received from it, so its peer's reset would go
+ * unnoticed: a poll (errors only) watches it, and the reset closes it as a failed receive would. */
+void ur_watch_errors(struct loop *l, struct conn *c);
+void ur_unwatch_errors(struct loop *l, struct conn *c);
 void ur_start_send(struct loop *l, struct conn *c); /* sends the queue's head; one send in flight */
 void ur_return_buffer(struct loop *l, uint16_t bid); /* back to the receive ring, or a send buffer to its list */
 void ur_try_finish_close(struct loop *l, struct conn *c); /* frees a closing slot once nothing is outstanding */

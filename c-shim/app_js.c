@@ -484,8 +484,15 @@ static bool js_write_uring(struct loop *l, struct conn *c, struct bunring_js_rec
     return false;
 }
 
+static void js_paused_uring(struct loop *l, struct conn *c)
+{
+    ur_cancel_recv(l, c);
+    ur_watch_errors(l, c);
+}
+
 static void js_resumed_uring(struct loop *l, struct conn *c)
 {
+    ur_unwatch_errors(l, c);
     if (!(c->flags & (CONN_RECV_ARMED | CONN_STARVED)) && js_may_receive(c))
         ur_arm_recv(l, c);
 }
@@ -494,7 +501,7 @@ static const struct js_backend js_uring = {
     .write = js_write_uring,
     .settle = js_settle_uring,
     .close = ur_close,
-    .paused = ur_cancel_recv,
+    .paused = js_paused_uring,
     .resumed = js_resumed_uring,
     .commands_per_run = URING_COMMANDS_PER_RUN,
 };

@@ -169,6 +169,7 @@ enum bunring_op {
     BUNRING_OP_WAKE = 5,
     BUNRING_OP_TIMEOUT = 6,
     BUNRING_OP_CLOSE = 7,
+    BUNRING_OP_POLL = 8, /* handler mode: watching a paused connection for a reset */
 };
 
 #define BUNRING_UD_OP_BITS 8u

@@ -37,6 +37,8 @@ enum conn_flag {
     CONN_JS_PAUSED = 1u << 13,    /* handler mode: JS paused reading */
     CONN_JS_UNOPENED = 1u << 14,  /* handler mode: accepted, OPEN not yet published (JS is behind) */
     CONN_JS_HELD = 1u << 15,      /* handler mode: a deferred command of it waits (one pass over them) */
+    CONN_POLL_ARMED = 1u << 16,   /* uring, handler mode: a poll watches the paused connection for errors */
+    CONN_POLL_CANCELLING = 1u << 17, /* uring: a removal of that poll has been submitted */
 };
 
 struct conn {

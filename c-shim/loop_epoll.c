@@ -164,6 +164,14 @@ void ep_service(struct loop *l, struct conn *c, bool readable, bool writable)
     l->app->settle(l, c);
 }
 
+/* Whether the socket has a pending error (SO_ERROR, which reading it would have returned). */
+static bool socket_failed(int fd)
+{
+    int err = 0;
+    socklen_t len = sizeof(err);
+    return getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0;
+}
+
 static void accept_all(struct loop *l)
 {
     while (l->listen_fd >= 0) {
@@ -347,6 +355,11 @@ void epoll_run(struct loop *l)
                 continue;
             }
             uint32_t e = events[i].events;
+            if ((e & EPOLLERR) && (c->flags & CONN_JS_PAUSED) && socket_failed(c->fd)) {
+                /* JS paused it, so nothing reads it: its peer's reset would go unnoticed. */
+                ep_close(l, c, BUNRING_STAT_CONN_CLOSED_RESET);
+                continue;
+            }
             ep_service(l, c, e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR), e & (EPOLLOUT | EPOLLERR));
         }
         l->app->poll(l);

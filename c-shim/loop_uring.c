@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -123,6 +124,27 @@ void ur_cancel_recv(struct loop *l, struct conn *c)
     c->flags |= CONN_CANCELLING;
 }
 
+void ur_watch_errors(struct loop *l, struct conn *c)
+{
+    if (c->flags & (CONN_POLL_ARMED | CONN_CLOSING))
+        return;
+    struct io_uring_sqe *sqe = get_sqe(l);
+    io_uring_prep_poll_add(sqe, c->fd, POLLERR); /* the kernel adds POLLHUP */
+    use_conn_fd(l, sqe);
+    io_uring_sqe_set_data64(sqe, bunring_ud_pack(BUNRING_OP_POLL, 0, conn_slot(l, c), c->gen));
+    c->flags |= CONN_POLL_ARMED;
+}
+
+void ur_unwatch_errors(struct loop *l, struct conn *c)
+{
+    if (!(c->flags & CONN_POLL_ARMED) || (c->flags & CONN_POLL_CANCELLING))
+        return;
+    struct io_uring_sqe *sqe = get_sqe(l);
+    io_uring_prep_poll_remove(sqe, bunring_ud_pack(BUNRING_OP_POLL, 0, conn_slot(l, c), c->gen));
+    io_uring_sqe_set_data64(sqe, bunring_ud_pack(BUNRING_OP_CANCEL, 0, conn_slot(l, c), c->gen));
+    c->flags |= CONN_POLL_CANCELLING;
+}
+
 /* Cancels everything outstanding on the connection's fd (used when closing). */
 static void cancel_all(struct loop *l, struct conn *c)
 {
@@ -180,7 +202,7 @@ void ur_start_send(struct loop *l, struct conn *c)
 /* Frees the slot once nothing is outstanding on it; until then the close waits for completions. */
 void ur_try_finish_close(struct loop *l, struct conn *c)
 {
-    if (c->flags & (CONN_RECV_ARMED | CONN_SEND_INFLIGHT))
+    if (c->flags & (CONN_RECV_ARMED | CONN_SEND_INFLIGHT | CONN_POLL_ARMED))
         return;
     while (c->q_head != NO_BUF)
         ur_return_buffer(l, queue_pop(l, c));
@@ -197,7 +219,7 @@ void ur_close(struct loop *l, struct conn *c, enum bunring_stat reason)
     l->app->closing(l, c, reason);
     c->flags |= CONN_CLOSING;
     c->close_reason = (uint8_t)reason;
-    if (c->flags & (CONN_RECV_ARMED | CONN_SEND_INFLIGHT))
+    if (c->flags & (CONN_RECV_ARMED | CONN_SEND_INFLIGHT | CONN_POLL_ARMED))
         cancel_all(l, c);
     ur_try_finish_close(l, c);
 }
@@ -301,6 +323,24 @@ static void on_recv(struct loop *l, struct io_uring_cqe *cqe, uint64_t ud)
     } else {
         ur_close(l, c, BUNRING_STAT_CONN_CLOSED_RESET);
     }
+}
+
+/* The error watch of a paused connection: a reset closes it; a removal (resumed) or a hangup without
+ * an error (both sides shut down: what is unread waits for the resume) ends the watch. */
+static void on_poll(struct loop *l, struct io_uring_cqe *cqe, uint64_t ud)
+{
+    struct conn *c = conn_lookup(l, bunring_ud_slot(ud), bunring_ud_gen(ud));
+    if (!c) {
+        stat_add(l, BUNRING_STAT_STALE_COMPLETIONS, 1);
+        return;
+    }
+    c->flags &= ~(uint32_t)(CONN_POLL_ARMED | CONN_POLL_CANCELLING);
+    if (c->flags & CONN_CLOSING)
+        ur_try_finish_close(l, c);
+    else if (cqe->res > 0 && (cqe->res & POLLERR) && (c->flags & CONN_JS_PAUSED))
+        ur_close(l, c, BUNRING_STAT_CONN_CLOSED_RESET);
+    else if (cqe->res == -ECANCELED && (c->flags & CONN_JS_PAUSED))
+        ur_watch_errors(l, c); /* removed on a resume, and paused again since */
 }
 
 static void on_send(struct loop *l, struct io_uring_cqe *cqe, uint64_t ud)
@@ -461,6 +501,9 @@ static void handle_cqe(struct loop *l, struct io_uring_cqe *cqe)
         break;
     case BUNRING_OP_TIMEOUT:
         on_timeout(l, ud);
+        break;
+    case BUNRING_OP_POLL:
+        on_poll(l, cqe, ud);
         break;
     default: /* cancel results carry nothing we need */
         break;

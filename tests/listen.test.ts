@@ -572,6 +572,31 @@ describe("listen() events", () => {
     expect(l.stats().jsPausedNow).toBe(0);
   });
 
+  test("a paused socket whose peer resets is closed with ECONNRESET (nothing reads it, yet the reset is seen)", async () => {
+    let sock: Socket | undefined;
+    const closes: (string | undefined)[] = [];
+    const l = start({
+      socket: {
+        data(s) {
+          sock ??= s;
+          s.pause();
+        },
+        close(_s, err) {
+          closes.push((err as (Error & { code?: string }) | undefined)?.code);
+        },
+      },
+    });
+    const c = await connect(l.port);
+    c.sock.write("x");
+    // The loop has taken the PAUSE (the only command) before the peer resets.
+    await waitFor(() => sock !== undefined && l.stats().jsCommands >= 1, "the handler paused and the loop took it");
+    c.sock.resetAndDestroy();
+    await waitFor(() => closes.length === 1, () => `close() after the peer's reset; stats ${JSON.stringify(l.stats())}`);
+    expect(closes).toEqual(["ECONNRESET"]);
+    const st = l.stats();
+    expect({ reset: st.connClosedReset, open: st.connOpen, paused: st.jsPausedNow }).toEqual({ reset: 1, open: 0, paused: 0 });
+  });
+
   test("strings go out as UTF-8, whole, across records", async () => {
     const text = "héllo wörld 😀 ∑ ".repeat(40_000); // ~900 KB of UTF-8
     const want = Buffer.from(text);
