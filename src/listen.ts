@@ -420,7 +420,11 @@ export function listen<Data = undefined, BT extends BinaryType = "buffer">(optio
     flushAll();
     if (timed.length === 0) stopSweep();
   };
-  /** After resume(): what came while paused, in order, unless the handler pauses again meanwhile. */
+  /**
+   * After resume(): what came while paused, in order, unless the handler pauses again meanwhile;
+   * only then may the loop read again (else a handler that pauses for every chunk would let it read
+   * on while JS holds more and more).
+   */
   const deliverHeld = (s: HandlerSocket<unknown>) => {
     if (freed) return;
     dispatching++;
@@ -431,6 +435,7 @@ export function listen<Data = undefined, BT extends BinaryType = "buffer">(optio
         s.heldEnd = false;
         deliverEnd(s);
       }
+      if (s.held === null && !s.heldEnd && !s.paused) s.resumeLoop();
     } finally {
       dispatching--;
     }

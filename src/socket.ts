@@ -156,6 +156,11 @@ export class HandlerSocket<Data = undefined> implements Socket<Data> {
   /** A WANT_DRAIN is queued and its DRAIN has not come yet. */
   drainRequested = false;
   paused = false;
+  /**
+   * The loop has a PAUSE of ours in effect: from pause() until what was held meanwhile has been
+   * delivered after resume() (so the loop does not read on while JS still holds bytes).
+   */
+  loopPaused = false;
   /** DATA chunks that came while paused (or behind such chunks), oldest first; null when none. */
   held: unknown[] | null = null;
   /** The peer's end came while paused (or behind held data): delivered after them. */
@@ -276,6 +281,8 @@ export class HandlerSocket<Data = undefined> implements Socket<Data> {
     if (this.state === CLOSED || this.paused) return;
     this.paused = true;
     this.ctx.pausedNow++;
+    if (this.loopPaused) return; // still in effect: what was held is being delivered
+    this.loopPaused = true;
     this.command(JS_COMMAND.pause);
   }
 
@@ -283,8 +290,15 @@ export class HandlerSocket<Data = undefined> implements Socket<Data> {
     if (this.state === CLOSED || !this.paused) return;
     this.paused = false;
     this.ctx.pausedNow--;
+    if (this.held !== null || this.heldEnd) this.ctx.releaseHeld(this); // resumes the loop once delivered
+    else this.resumeLoop();
+  }
+
+  /** Lets the loop read again (after resume(), once nothing is held). */
+  resumeLoop(): void {
+    if (!this.loopPaused || this.state === CLOSED) return;
+    this.loopPaused = false;
     this.command(JS_COMMAND.resume);
-    if (this.held !== null || this.heldEnd) this.ctx.releaseHeld(this);
   }
 
   timeout(seconds: number): void {
