@@ -138,8 +138,12 @@ static int open_listener(const struct bunring_config *cfg, const char *host, uin
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (reuseport)
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-    if (ss.ss_family == AF_INET6)
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (ss.ss_family == AF_INET6) {
+        /* Dual stack, as Bun and Node listen: "::" takes IPv4 clients too (as ::ffff:a.b.c.d),
+         * whatever net.ipv6.bindv6only says. */
+        int zero = 0;
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+    }
     /* Before listen(): accepted connections inherit it, including the first ones in the backlog. */
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (bind(fd, (struct sockaddr *)&ss, len) != 0) {

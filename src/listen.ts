@@ -323,7 +323,7 @@ export function listen<Data = undefined, BT extends BinaryType = "buffer">(optio
       return;
     }
     try {
-      const r = handlers.error(s, error);
+      const r = handlers.error.call(s, s, error);
       if (r instanceof Promise) r.catch((e2: unknown) => console.error("bunring: the error handler failed:", e2, "handling:", error));
     } catch (e2) {
       console.error("bunring: the error handler threw:", e2, "handling:", error);
@@ -339,7 +339,8 @@ export function listen<Data = undefined, BT extends BinaryType = "buffer">(optio
   const call = (fn: Handlers[keyof Handlers], s: HandlerSocket<unknown>, arg?: unknown) => {
     if (!fn) return;
     try {
-      const r = arg === undefined ? fn(s) : fn(s, arg);
+      // `this` is the socket, as Bun.listen calls its handlers.
+      const r = arg === undefined ? fn.call(s, s) : fn.call(s, s, arg);
       if (r instanceof Promise) r.catch((e: unknown) => fail(s, e));
     } catch (e) {
       fail(s, e);
@@ -375,7 +376,7 @@ export function listen<Data = undefined, BT extends BinaryType = "buffer">(optio
     }
     if (!handlers.close) return;
     try {
-      const r = error === undefined ? handlers.close(s) : handlers.close(s, error);
+      const r = error === undefined ? handlers.close.call(s, s) : handlers.close.call(s, s, error);
       if (r instanceof Promise) r.catch((e: unknown) => report(s, e));
     } catch (e) {
       report(s, e);

@@ -10,7 +10,11 @@
 import { JS_COMMAND } from "../ffi/server.ts";
 import type { Channel } from "./channel.ts";
 
-export type ReadyState = "open" | "closing" | "closed";
+/**
+ * Bun.listen's socket.readyState: 1 while open, -1 once ended, terminated or closed (Bun's other
+ * values, -2 shut down, 0 closed and 2, do not occur here).
+ */
+export type ReadyState = -2 | -1 | 0 | 1 | 2;
 
 /** What a socket needs from its loop: the channel, the loop's sent[] counters and the write limit. */
 export interface SocketContext {
@@ -89,7 +93,7 @@ export interface Socket<Data = undefined> {
 const OPEN = 0;
 const CLOSING = 1;
 const CLOSED = 2;
-const STATES: readonly ReadyState[] = ["open", "closing", "closed"];
+const READY_STATES: readonly ReadyState[] = [1, -1, -1];
 
 function checkRange(what: string, value: unknown, max: number): number {
   if (typeof value !== "number" || !Number.isInteger(value) || value < 0 || value > max) {
@@ -191,7 +195,7 @@ export class HandlerSocket<Data = undefined> implements Socket<Data> {
   }
 
   get readyState(): ReadyState {
-    return STATES[this.state]!;
+    return READY_STATES[this.state]!;
   }
 
   get remoteAddress(): string {

@@ -170,22 +170,27 @@ describe("listen() with the js-echo handler", () => {
 });
 
 describe("listen() events", () => {
-  test("open, data..., end, close in order; close exactly once; peer address", async () => {
+  test("open, data..., end, close in order; close exactly once; peer address; `this` is the socket; readyState", async () => {
     const log = new Map<Socket<number>, string[]>();
     let next = 0;
+    let thisWrong = 0; // handler calls whose `this` was not their socket (Bun.listen binds it)
     const l = start<number>({
       socket: {
-        open(s) {
+        open(this: unknown, s) {
+          if (this !== s) thisWrong++;
           s.data = next++;
-          log.set(s, ["open"]);
+          log.set(s, [`open:${s.readyState}`]);
         },
-        data(s, d) {
+        data(this: unknown, s, d) {
+          if (this !== s) thisWrong++;
           log.get(s)!.push(`data:${d.length}`);
         },
-        end(s) {
+        end(this: unknown, s) {
+          if (this !== s) thisWrong++;
           log.get(s)!.push("end");
         },
-        close(s, err) {
+        close(this: unknown, s, err) {
+          if (this !== s) thisWrong++;
           log.get(s)!.push(err ? `close:${err.message}` : "close");
         },
       },
@@ -207,14 +212,28 @@ describe("listen() events", () => {
     expect(log.size).toBe(N);
     for (const [s, events] of log) {
       const text = events.join(" ");
-      expect(text).toMatch(/^open( data:\d+)+ end close$/);
+      expect(text).toMatch(/^open:1( data:\d+)+ end close$/);
       const bytes = events.filter((e) => e.startsWith("data:")).reduce((a, e) => a + Number(e.slice(5)), 0);
       expect(s.remoteAddress).toBe("127.0.0.1");
       expect(s.remoteFamily).toBe("IPv4");
       expect(ports).toContain(s.remotePort);
       expect(bytes).toBe(100 + ports.indexOf(s.remotePort)); // every byte client i sent
-      expect(s.readyState).toBe("closed");
+      expect(s.readyState).toBe(-1);
     }
+    expect(thisWrong).toBe(0);
+  });
+
+  test.skipIf(!hasIPv6Loopback())('listening on "::" takes IPv4 clients too (dual stack, as Bun.listen), seen as ::ffff:a.b.c.d', async () => {
+    const seen: string[] = [];
+    const l = start({ hostname: "::", socket: { open(s) {
+      seen.push(`${s.remoteFamily} ${s.remoteAddress}`);
+    } } });
+    const v4 = await connect(l.port, "127.0.0.1");
+    const v6 = await connect(l.port, "::1");
+    await waitFor(() => seen.length === 2, () => `two opens (${JSON.stringify(seen)})`);
+    expect(seen.sort()).toEqual(["IPv6 ::1", "IPv6 ::ffff:127.0.0.1"]);
+    v4.sock.destroy();
+    v6.sock.destroy();
   });
 
   test.skipIf(!hasIPv6Loopback())("IPv6 peer address", async () => {
@@ -274,7 +293,7 @@ describe("listen() events", () => {
     let closeError: Error | undefined | null = null;
     const l = start({ socket: { data(s) {
       s.terminate();
-      expect(s.readyState).toBe("closed");
+      expect(s.readyState).toBe(-1);
       expect(s.write("x")).toBe(-1);
     }, close(_s, err) {
       closeError = err;
@@ -401,7 +420,7 @@ describe("listen() events", () => {
     a.sock.end();
     await waitFor(() => closed.has(opened[0]!), "first close");
     const first = opened[0]!;
-    expect(first.readyState).toBe("closed");
+    expect(first.readyState).toBe(-1);
     expect(first.write("x")).toBe(-1);
     expect(first.write(new Uint8Array(10))).toBe(-1);
     expect(first.end("x")).toBe(-1);
