@@ -314,6 +314,17 @@ BUNRING_API void bunring_js_wake(bunring_server *srv, uint32_t loop);
  * too). Never blocks; safe against the loop closing the connection meanwhile (js_direct.c). */
 BUNRING_API int32_t bunring_js_send(bunring_server *srv, uint32_t loop, uint32_t slot, uint32_t gen,
                                     const uint8_t *data, uint32_t len);
+/* Handler mode, on the JS thread (socket.setNoDelay / setKeepAlive): sets an option on connection
+ * (slot, gen): NODELAY value 0 or 1; KEEPALIVE 0 or 1; KEEPIDLE seconds before the first probe
+ * (also 10 probes 1 s apart, as Bun sets them). 0, -ESTALE when the connection is gone, -EINVAL for
+ * an unknown option, else -errno. Safe against the loop closing it meanwhile, as bunring_js_send. */
+enum bunring_js_option { BUNRING_JS_OPT_NODELAY = 1, BUNRING_JS_OPT_KEEPALIVE, BUNRING_JS_OPT_KEEPIDLE };
+BUNRING_API int32_t bunring_js_set_option(bunring_server *srv, uint32_t loop, uint32_t slot, uint32_t gen,
+                                          uint32_t option, uint32_t value);
+/* Handler mode, on the JS thread (socket.localAddress): connection (slot, gen)'s local address into
+ * out, BUNRING_JS_PEER_ADDRESS_BYTES in OPEN's layout. 0, -ESTALE when the connection is gone, else -errno. */
+BUNRING_API int32_t bunring_js_local_address(bunring_server *srv, uint32_t loop, uint32_t slot, uint32_t gen,
+                                             uint8_t *out);
 BUNRING_API uint32_t bunring_server_port(const bunring_server *srv);
 BUNRING_API uint32_t bunring_server_features(const bunring_server *srv); /* BUNRING_FEAT_* in use */
 BUNRING_API uint32_t bunring_server_threads(const bunring_server *srv);

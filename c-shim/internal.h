@@ -275,6 +275,8 @@ bool js_room_waiting(struct loop *l);    /* connections or CLOSEs wait for room,
 void js_sleep_end(struct loop *l);
 void js_count_sent(struct loop *l, struct conn *c, uint32_t n); /* sent[slot] += n, for JS */
 void js_open(struct loop *l, struct conn *c, uint32_t at);       /* OPEN, peer address at rx offset `at` */
+/* An address as OPEN carries it: u16 family (2 IPv4, 10 IPv6), u16 port, 16 address bytes. */
+void js_address_bytes(const struct sockaddr_storage *ss, uint8_t *out);
 /* OPEN when the channel has room; else the connection is marked unopened and waits (starved list,
  * nothing read from it) until JS has consumed. true: opened. */
 bool js_try_open(struct loop *l, struct conn *c);

@@ -264,25 +264,31 @@ void js_open(struct loop *l, struct conn *c, uint32_t at)
     __atomic_store_n(&l->js_sent[conn_slot(l, c)], 0, __ATOMIC_RELEASE);
     __atomic_store_n(&l->js_active[conn_slot(l, c)], l->now_ms, __ATOMIC_RELAXED);
     uint8_t *out = l->js->rx + (at & RX_MASK);
-    memset(out, 0, BUNRING_JS_PEER_ADDRESS_BYTES);
     struct sockaddr_storage ss;
     socklen_t len = sizeof(ss);
-    if (getpeername(c->fd, (struct sockaddr *)&ss, &len) == 0) {
-        uint16_t family = ss.ss_family == AF_INET6 ? 10 : 2;
-        uint16_t port;
-        if (ss.ss_family == AF_INET6) {
-            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-            port = ntohs(a->sin6_port);
-            memcpy(out + 4, &a->sin6_addr, 16);
-        } else {
-            struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-            port = ntohs(a->sin_port);
-            memcpy(out + 4, &a->sin_addr, 4);
-        }
-        memcpy(out, &family, 2);
-        memcpy(out + 2, &port, 2);
-    }
+    if (getpeername(c->fd, (struct sockaddr *)&ss, &len) == 0)
+        js_address_bytes(&ss, out);
+    else
+        memset(out, 0, BUNRING_JS_PEER_ADDRESS_BYTES);
     js_event(l, BUNRING_JS_EV_OPEN, c, at, BUNRING_JS_PEER_ADDRESS_BYTES);
+}
+
+void js_address_bytes(const struct sockaddr_storage *ss, uint8_t *out)
+{
+    memset(out, 0, BUNRING_JS_PEER_ADDRESS_BYTES);
+    uint16_t family = ss->ss_family == AF_INET6 ? 10 : 2;
+    uint16_t port;
+    if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+        port = ntohs(a->sin6_port);
+        memcpy(out + 4, &a->sin6_addr, 16);
+    } else {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+        port = ntohs(a->sin_port);
+        memcpy(out + 4, &a->sin_addr, 4);
+    }
+    memcpy(out, &family, 2);
+    memcpy(out + 2, &port, 2);
 }
 
 bool js_try_open(struct loop *l, struct conn *c)

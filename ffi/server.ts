@@ -85,6 +85,11 @@ const symbols = {
     args: [FFIType.ptr, FFIType.u32, FFIType.u32, FFIType.u32, FFIType.ptr, FFIType.u32],
     returns: FFIType.i32,
   },
+  bunring_js_set_option: {
+    args: [FFIType.ptr, FFIType.u32, FFIType.u32, FFIType.u32, FFIType.u32, FFIType.u32],
+    returns: FFIType.i32,
+  },
+  bunring_js_local_address: { args: [FFIType.ptr, FFIType.u32, FFIType.u32, FFIType.u32, FFIType.ptr], returns: FFIType.i32 },
   bunring_server_stop: { args: [FFIType.ptr, FFIType.u32], returns: FFIType.i32 },
   bunring_server_done: { args: [FFIType.ptr], returns: FFIType.u32 },
   bunring_server_free: { args: [FFIType.ptr], returns: FFIType.void },
@@ -103,6 +108,10 @@ export const JS_TX_BYTES = 1 << 20;
 export const JS_MAX_RECORD_BYTES = 65536;
 export const JS_EVENT = { open: 1, data: 2, end: 3, drain: 4, close: 5 } as const;
 export const JS_COMMAND = { write: 1, end: 2, terminate: 3, wantDrain: 4, pause: 5, resume: 6 } as const;
+/** enum bunring_js_option: what bunring_js_set_option sets. */
+export const JS_OPTION = { noDelay: 1, keepAlive: 2, keepIdle: 3 } as const;
+/** BUNRING_JS_PEER_ADDRESS_BYTES: an address as OPEN and bunring_js_local_address give it. */
+export const JS_ADDRESS_BYTES = 20;
 
 /** Inclusive range of a config field, as the library checks it. */
 export interface Limit {
@@ -344,6 +353,10 @@ export interface NativeChannel {
    * took (0 when it is full), or a negative errno (-ESTALE: the connection is gone).
    */
   send(slot: number, gen: number, bytes: Uint8Array): number;
+  /** Sets a JS_OPTION on connection (slot, gen) from this thread (bunring_js_set_option): 0 or a negative errno. */
+  setOption(slot: number, gen: number, option: number, value: number): number;
+  /** Its local address into `out` (JS_ADDRESS_BYTES, OPEN's layout; bunring_js_local_address): 0 or a negative errno. */
+  localAddress(slot: number, gen: number, out: Uint8Array): number;
 }
 
 export interface NativeHandlerServer extends NativeServer {
@@ -393,6 +406,8 @@ export function startHandlerNative(cfg: NativeConfig, host: string, doorbell: (l
       sent: new Uint32Array(toArrayBuffer(sentPtr, 0, cfg.maxConnections * 4)),
       wake: () => lib.bunring_js_wake(handle as Pointer, loop),
       send: (slot, gen, bytes) => lib.bunring_js_send(handle as Pointer, loop, slot, gen, bytes, bytes.length) as number,
+      setOption: (slot, gen, option, value) => lib.bunring_js_set_option(handle as Pointer, loop, slot, gen, option, value) as number,
+      localAddress: (slot, gen, out) => lib.bunring_js_local_address(handle as Pointer, loop, slot, gen, out) as number,
     };
   });
   return { ...server, channels };

@@ -10,7 +10,7 @@ import { openChannel, type Channel } from "./channel.ts";
 import { OPTION_TABLE } from "./option-table.ts";
 import { resolveOptions, type Backend, type ServeOptions } from "./options.ts";
 import { probe, stopControl, toError, type ServerStats } from "./server.ts";
-import { HandlerSocket, type Socket, type SocketContext } from "./socket.ts";
+import { addressFrom, HandlerSocket, type Socket, type SocketContext } from "./socket.ts";
 
 export type { Socket, ReadyState, WriteData } from "./socket.ts";
 
@@ -192,38 +192,6 @@ function resolveListenOptions(options: unknown) {
     data: own.data,
   };
   return { ...resolved, backend: backend === "auto" ? (probe().uring ? "uring" : "epoll") : backend } as const;
-}
-
-/**
- * The peer's address in OPEN's 20 address bytes (u16 LE family: 2 IPv4, 10 IPv6; u16 LE port; 16
- * address bytes): an IPv4 address as a u32 (the socket spells it out when remoteAddress is read), an
- * IPv6 one as text.
- */
-function peerAddress(rx: Uint8Array, at: number): number | string {
-  const family = rx[at]! | (rx[at + 1]! << 8);
-  if (family !== 10) return ((rx[at + 4]! << 24) | (rx[at + 5]! << 16) | (rx[at + 6]! << 8) | rx[at + 7]!) >>> 0;
-  const a = rx.subarray(at + 4, at + 20);
-  const groups: number[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push((a[i]! << 8) | a[i + 1]!);
-  if (groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff) return `::ffff:${a[12]}.${a[13]}.${a[14]}.${a[15]}`;
-  // RFC 5952: the longest run (>= 2) of zero groups becomes "::".
-  let best = -1;
-  let bestLen = 1;
-  for (let i = 0; i < 8; ) {
-    if (groups[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLen) {
-      best = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  const hex = (gs: number[]) => gs.map((g) => g.toString(16)).join(":");
-  return best < 0 ? hex(groups) : `${hex(groups.slice(0, best))}::${hex(groups.slice(best + bestLen))}`;
 }
 
 /** The close counter a CLOSE event names, as an Error when it is a failure (else undefined). */
@@ -461,7 +429,7 @@ export function listen<Data = undefined, BT extends BinaryType = "buffer">(optio
         if (stale) notifyClose(stale, undefined); // not expected: the loop publishes a slot's CLOSE before its next OPEN
         const at = offset & RX_MASK;
         const rx = channel.rx;
-        const s = new HandlerSocket<unknown>(ctx, slot, gen, peerAddress(rx, at), rx[at + 2]! | (rx[at + 3]! << 8), initialData);
+        const s = new HandlerSocket<unknown>(ctx, slot, gen, addressFrom(rx, at), rx[at + 2]! | (rx[at + 3]! << 8), initialData);
         sockets[slot] = s;
         call(handlers.open, s);
         return;
@@ -538,6 +506,8 @@ export function listen<Data = undefined, BT extends BinaryType = "buffer">(optio
       writesRefused: 0,
       pausedNow: 0,
       releaseHeld,
+      setOption: nc.setOption,
+      localAddress: nc.localAddress,
       batches: 0,
       sockets: [],
       scheduled: false,

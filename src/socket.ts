@@ -7,7 +7,7 @@
 // connection; the fields the dispatcher (src/listen.ts) updates are plain properties. Per connection
 // it is this one object: the peer's address is kept as a number (IPv4) and spelled out only when
 // remoteAddress is read.
-import { JS_COMMAND } from "../ffi/server.ts";
+import { JS_ADDRESS_BYTES, JS_COMMAND, JS_OPTION } from "../ffi/server.ts";
 import type { Channel } from "./channel.ts";
 
 /**
@@ -37,6 +37,10 @@ export interface SocketContext {
   pausedNow: number;
   /** After resume(): delivers what was held while paused (data, then the peer's end), soon. */
   releaseHeld(socket: HandlerSocket<unknown>): void;
+  /** Sets a JS_OPTION on a connection from this thread: 0 or a negative errno (-ESTALE: gone). */
+  setOption(slot: number, gen: number, option: number, value: number): number;
+  /** A connection's local address into `out` (JS_ADDRESS_BYTES): 0 or a negative errno. */
+  localAddress(slot: number, gen: number, out: Uint8Array): number;
 }
 
 /** Data write() accepts. */
@@ -88,6 +92,20 @@ export interface Socket<Data = undefined> {
   readonly remoteAddress: string;
   readonly remotePort: number;
   readonly remoteFamily: "IPv4" | "IPv6";
+  /** The address the peer connected to (asked of the kernel when first read; "" if already closed). */
+  readonly localAddress: string;
+  readonly localPort: number;
+  readonly localFamily: "IPv4" | "IPv6";
+  /** TCP_NODELAY (on by default: the listener sets it). true if it was set, false on a closed socket. */
+  setNoDelay(noDelay?: boolean): boolean;
+  /**
+   * SO_KEEPALIVE; with initialDelay (ms) > 0 also TCP_KEEPIDLE = initialDelay / 1000 s and 10 probes
+   * 1 s apart, as Bun sets them. true if it was set, false on a closed socket.
+   */
+  setKeepAlive(enable?: boolean, initialDelay?: number): boolean;
+  /** Accepted for Bun.listen's API, and do nothing: the listener, not its sockets, keeps the process alive. */
+  ref(): void;
+  unref(): void;
 }
 
 const OPEN = 0;
@@ -145,6 +163,38 @@ function ipv4Text(a: number): string {
   return lastIPv4Text;
 }
 
+/**
+ * An address in OPEN's layout (JS_ADDRESS_BYTES: u16 LE family, 2 IPv4 or 10 IPv6; u16 LE port; 16
+ * address bytes) at bytes[at]: an IPv4 address as a u32 (spelled out only when read), an IPv6 one as
+ * text. The port is the u16 at at + 2.
+ */
+export function addressFrom(bytes: Uint8Array, at: number): number | string {
+  const family = bytes[at]! | (bytes[at + 1]! << 8);
+  if (family !== 10) return ((bytes[at + 4]! << 24) | (bytes[at + 5]! << 16) | (bytes[at + 6]! << 8) | bytes[at + 7]!) >>> 0;
+  const a = bytes.subarray(at + 4, at + 20);
+  const groups: number[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push((a[i]! << 8) | a[i + 1]!);
+  if (groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff) return `::ffff:${a[12]}.${a[13]}.${a[14]}.${a[15]}`;
+  // RFC 5952: the longest run (>= 2) of zero groups becomes "::".
+  let best = -1;
+  let bestLen = 1;
+  for (let i = 0; i < 8; ) {
+    if (groups[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > bestLen) {
+      best = i;
+      bestLen = j - i;
+    }
+    i = j;
+  }
+  const hex = (gs: number[]) => gs.map((g) => g.toString(16)).join(":");
+  return best < 0 ? hex(groups) : `${hex(groups.slice(0, best))}::${hex(groups.slice(best + bestLen))}`;
+}
+
 /** Bun's conversion of timeout()'s argument (ToInt32 of ToNumber). */
 function toInt32(value: unknown): number {
   return Number(value) | 0;
@@ -175,6 +225,8 @@ export class HandlerSocket<Data = undefined> implements Socket<Data> {
   closeNotified = false;
   /** The peer's FIN came. */
   peerEnded = false;
+  /** The local address once read: IPv4 as a u32 or IPv6 text, and the port. */
+  private local: { address: number | string; port: number } | undefined = undefined;
   /**
    * performance.now() at which the timeout handler is due, and then on the server's list of sockets
    * with a deadline (see SocketContext.watchTimeout; unless the server has no timeout handler); 0:
@@ -205,6 +257,42 @@ export class HandlerSocket<Data = undefined> implements Socket<Data> {
   get remoteFamily(): "IPv4" | "IPv6" {
     return typeof this.peer === "number" ? "IPv4" : "IPv6";
   }
+
+  private localOnce(): { address: number | string; port: number } | undefined {
+    if (this.local === undefined && this.state !== CLOSED) {
+      const out = new Uint8Array(JS_ADDRESS_BYTES);
+      if (this.ctx.localAddress(this.slot, this.gen, out) === 0) this.local = { address: addressFrom(out, 0), port: out[2]! | (out[3]! << 8) };
+    }
+    return this.local;
+  }
+
+  get localAddress(): string {
+    const a = this.localOnce()?.address;
+    return a === undefined ? "" : typeof a === "number" ? ipv4Text(a) : a;
+  }
+
+  get localPort(): number {
+    return this.localOnce()?.port ?? 0;
+  }
+
+  get localFamily(): "IPv4" | "IPv6" {
+    return typeof this.localOnce()?.address === "string" ? "IPv6" : "IPv4";
+  }
+
+  setNoDelay(noDelay = true): boolean {
+    return this.state !== CLOSED && this.ctx.setOption(this.slot, this.gen, JS_OPTION.noDelay, noDelay ? 1 : 0) === 0;
+  }
+
+  setKeepAlive(enable = false, initialDelay = 0): boolean {
+    if (this.state === CLOSED || this.ctx.setOption(this.slot, this.gen, JS_OPTION.keepAlive, enable ? 1 : 0) !== 0) return false;
+    const seconds = Math.floor(Number(initialDelay) / 1000);
+    if (!enable || !(seconds > 0)) return true; // 0: leave the delay as it is (Bun's rule)
+    return this.ctx.setOption(this.slot, this.gen, JS_OPTION.keepIdle, Math.min(seconds, 0x7fff)) === 0;
+  }
+
+  ref(): void {}
+
+  unref(): void {}
 
   /** Bytes written but not yet handed to the kernel (in tx, in the command ring or in the loop's queue). */
   queued(): number {

@@ -7,6 +7,7 @@
 // as UTF-8; stop(); and the option checks. Every wait is on a
 // condition with a deadline.
 import { beforeAll, describe, expect, setDefaultTimeout, spyOn, test } from "bun:test";
+import { readFileSync } from "node:fs";
 import net from "node:net";
 import { echoHandler, type EchoState } from "../examples/js-echo.ts";
 import { JS_RX_BYTES } from "../ffi/server.ts";
@@ -234,6 +235,41 @@ describe("listen() events", () => {
     expect(seen.sort()).toEqual(["IPv6 ::1", "IPv6 ::ffff:127.0.0.1"]);
     v4.sock.destroy();
     v6.sock.destroy();
+  });
+
+  test("setNoDelay, setKeepAlive (the kernel's keepalive timer shows it), localAddress/localPort/localFamily, ref/unref", async () => {
+    let sock: Socket | undefined;
+    let closed = false;
+    const l = start({ socket: { open(s) {
+      sock = s;
+    }, close() {
+      closed = true;
+    } } });
+    const c = await connect(l.port);
+    await waitFor(() => sock !== undefined, "open");
+    const s = sock!;
+    expect({ address: s.localAddress, port: s.localPort, family: s.localFamily }).toEqual({ address: "127.0.0.1", port: l.port, family: "IPv4" });
+    expect([s.setNoDelay(false), s.setNoDelay()]).toEqual([true, true]);
+    // The server side's line in /proc/net/tcp; "tr" 2 is the keepalive timer (0: none).
+    const hex = (n: number) => n.toString(16).toUpperCase().padStart(4, "0");
+    const timer = () => {
+      const line = readFileSync("/proc/net/tcp", "utf8")
+        .split("\n")
+        .map((l) => l.trim().split(/\s+/))
+        .find((f) => f[1]?.endsWith(`:${hex(l.port)}`) && f[2]?.endsWith(`:${hex(c.sock.localPort!)}`));
+      return line ? Number(line[5]!.split(":")[0]) : -1;
+    };
+    expect(timer()).toBe(0);
+    expect(s.setKeepAlive(true, 5_000)).toBe(true);
+    await waitFor(() => timer() === 2, () => `keepalive timer on (tr ${timer()})`);
+    expect(s.setKeepAlive(false)).toBe(true);
+    await waitFor(() => timer() === 0, () => `keepalive timer off (tr ${timer()})`);
+    s.ref();
+    s.unref();
+    c.sock.destroy();
+    await waitFor(() => closed, "close()");
+    expect([s.setNoDelay(), s.setKeepAlive(true)]).toEqual([false, false]);
+    expect(s.localAddress).toBe("127.0.0.1"); // read while open: kept
   });
 
   test.skipIf(!hasIPv6Loopback())("IPv6 peer address", async () => {
