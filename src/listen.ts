@@ -338,6 +338,7 @@ export function listen<Data = undefined, BT extends BinaryType = "buffer">(optio
     // What a paused handler had not taken goes with the connection, as unread bytes do on Bun.listen.
     s.held = null;
     s.heldEnd = false;
+    s.endRest = null;
     if (s.paused) {
       s.paused = false;
       s.ctx.pausedNow--;
@@ -452,7 +453,8 @@ export function listen<Data = undefined, BT extends BinaryType = "buffer">(optio
           return;
         case JS_EVENT.drain:
           s.drainRequested = false;
-          if (s.state !== 2) call(handlers.drain, s);
+          if (s.endRest !== null) s.continueEnd();
+          else if (s.state === 0) call(handlers.drain, s); // after end() a write() could only return -1
           return;
         case JS_EVENT.close:
           sockets[slot] = undefined;

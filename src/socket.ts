@@ -56,7 +56,11 @@ export interface Socket<Data = undefined> {
    * the socket is closing or closed.
    */
   write(data: WriteData, byteOffset?: number, byteLength?: number): number;
-  /** Writes `data` if given (returning write()'s result), then ends: FIN once every written byte is out. */
+  /**
+   * Writes `data` if given, all of it (what write() would not take yet is kept and written as room
+   * returns, with no drain() for it), then ends: FIN once every byte is out. Returns the bytes of
+   * `data` (0 without), or -1 once the socket is closing or closed.
+   */
   end(data?: WriteData, byteOffset?: number, byteLength?: number): number;
   /** Closes now with a reset (RST); bytes not yet sent are lost. */
   terminate(): void;
@@ -225,6 +229,8 @@ export class HandlerSocket<Data = undefined> implements Socket<Data> {
   closeNotified = false;
   /** The peer's FIN came. */
   peerEnded = false;
+  /** end(data)'s bytes write() could not take yet: more goes on every DRAIN, then END. */
+  endRest: Uint8Array | null = null;
   /** The local address once read: IPv4 as a u32 or IPv6 text, and the port. */
   private local: { address: number | string; port: number } | undefined = undefined;
   /**
@@ -301,6 +307,11 @@ export class HandlerSocket<Data = undefined> implements Socket<Data> {
 
   write(data: WriteData, byteOffset?: number, byteLength?: number): number {
     if (this.state !== OPEN) return -1;
+    return this.writeNow(data, byteOffset, byteLength);
+  }
+
+  /** write() without the state check (end() uses it for its bytes after the socket is closing). */
+  private writeNow(data: WriteData, byteOffset?: number, byteLength?: number): number {
     const queued = this.queued();
     const allowance = this.ctx.highWaterMark - queued;
     let taken: number;
@@ -351,9 +362,36 @@ export class HandlerSocket<Data = undefined> implements Socket<Data> {
 
   end(data?: WriteData, byteOffset?: number, byteLength?: number): number {
     if (this.state !== OPEN) return data === undefined ? 0 : -1;
-    const n = data === undefined ? 0 : this.write(data, byteOffset, byteLength);
-    this.shutdown();
-    return n;
+    if (data === undefined) {
+      this.shutdown();
+      return 0;
+    }
+    const bytes = typeof data === "string" ? encoder.encode(textOf(data, byteOffset, byteLength)) : bytesOf(data, byteOffset, byteLength);
+    const n = this.writeNow(bytes);
+    if (n === bytes.length) {
+      this.shutdown();
+      return n;
+    }
+    // The rest waits here (a copy: the caller may reuse its buffer) for the DRAIN writeNow asked for.
+    this.state = CLOSING;
+    this.endRest = bytes.slice(n);
+    return bytes.length;
+  }
+
+  /** On DRAIN after end(data) took less than all: more of the rest, and END once it is all written. */
+  continueEnd(): void {
+    const rest = this.endRest;
+    if (rest === null || this.state === CLOSED) {
+      this.endRest = null;
+      return;
+    }
+    const n = this.writeNow(rest);
+    if (n < rest.length) {
+      this.endRest = rest.subarray(n); // writeNow asked for the next DRAIN
+      return;
+    }
+    this.endRest = null;
+    this.command(JS_COMMAND.end);
   }
 
   shutdown(_halfClose?: boolean): void {

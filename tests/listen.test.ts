@@ -683,6 +683,36 @@ describe("listen() events", () => {
     expect({ reset: st.connClosedReset, open: st.connOpen, paused: st.jsPausedNow }).toEqual({ reset: 1, open: 0, paused: 0 });
   });
 
+  test("end(data) far over highWaterMark sends all of it, then FIN, and returns its size; no drain() after end()", async () => {
+    const big = new Pattern(3).bytes(4 * MiB);
+    const text = "é😀x".repeat(100_000); // 700,000 bytes of UTF-8
+    const returned: number[] = [];
+    let drains = 0;
+    let opens = 0;
+    const l = start({
+      highWaterMark: 64 * KiB,
+      socket: {
+        open(s) {
+          const data = opens++ === 0 ? big : text;
+          returned.push(s.end(data));
+          returned.push(s.write("late")); // closing: -1
+        },
+        drain() {
+          drains++;
+        },
+      },
+    });
+    for (const want of [big, Buffer.from(text)]) {
+      const c = await connect(l.port);
+      const { bytes, end } = await withTimeout(collect(c.sock), 20_000, "everything end() was given, then EOF");
+      expect(end.how).toBe("EOF");
+      expect(bytes.length).toBe(want.length);
+      expect(bytes.equals(want)).toBe(true);
+    }
+    expect(returned).toEqual([big.length, -1, Buffer.byteLength(text), -1]);
+    expect(drains).toBe(0);
+  });
+
   test("strings go out as UTF-8, whole, across records", async () => {
     const text = "héllo wörld 😀 ∑ ".repeat(40_000); // ~900 KB of UTF-8
     const want = Buffer.from(text);
