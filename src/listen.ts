@@ -376,11 +376,11 @@ export function listen<Data = undefined, BT extends BinaryType = "buffer">(optio
       // A handler may give other sockets deadlines: they are appended, and visited in this loop too.
       for (let i = 0; i < timed.length; i++) {
         const s = timed[i]!;
-        if (s.state !== 2 && s.deadline > 0 && s.deadline <= now) {
+        if (s.state === 0 && s.deadline > 0 && s.deadline <= now) {
           s.deadline = -1; // once; the handler may call timeout() again
           call(handlers.timeout, s);
         }
-        if (s.state !== 2 && s.deadline > 0) timed[kept++] = s;
+        if (s.state === 0 && s.deadline > 0) timed[kept++] = s;
         else s.deadline = 0;
       }
     } finally {
@@ -399,9 +399,9 @@ export function listen<Data = undefined, BT extends BinaryType = "buffer">(optio
     if (freed) return;
     dispatching++;
     try {
-      while (s.held !== null && s.held.length > 0 && !s.paused && s.state !== 2) call(handlers.data, s, s.held.shift());
+      while (s.held !== null && s.held.length > 0 && !s.paused && s.state === 0) call(handlers.data, s, s.held.shift());
       if (s.held !== null && s.held.length === 0 && !s.paused) s.held = null;
-      if (s.held === null && s.heldEnd && !s.paused && s.state !== 2) {
+      if (s.held === null && s.heldEnd && !s.paused && s.state === 0) {
         s.heldEnd = false;
         deliverEnd(s);
       }
@@ -440,21 +440,21 @@ export function listen<Data = undefined, BT extends BinaryType = "buffer">(optio
       switch (type) {
         case JS_EVENT.data:
           // After terminate() the connection is gone for the handlers; its CLOSE is on the way.
-          if (s.state === 2 || !handlers.data) return;
+          if (s.state !== 0 || !handlers.data) return; // after end(): nothing but close()
           // Paused: the loop stops reading once it takes the PAUSE; what it read before is held.
           if (s.paused || s.held !== null) (s.held ??= []).push(chunkOf(channel.rx, offset & RX_MASK, len, true));
           else call(handlers.data, s, chunkOf(channel.rx, offset & RX_MASK, len, false));
           return;
         case JS_EVENT.end:
           s.peerEnded = true;
-          if (s.state === 2) return;
+          if (s.state !== 0) return;
           if (s.paused || s.held !== null) s.heldEnd = true;
           else deliverEnd(s);
           return;
         case JS_EVENT.drain:
           s.drainRequested = false;
           if (s.endRest !== null) s.continueEnd();
-          else if (s.state === 0) call(handlers.drain, s); // after end() a write() could only return -1
+          else if (s.state === 0 && !s.writeShut) call(handlers.drain, s); // else write() could only return -1
           return;
         case JS_EVENT.close:
           sockets[slot] = undefined;

@@ -58,13 +58,15 @@ export interface Socket<Data = undefined> {
   write(data: WriteData, byteOffset?: number, byteLength?: number): number;
   /**
    * Writes `data` if given, all of it (what write() would not take yet is kept and written as room
-   * returns, with no drain() for it), then ends: FIN once every byte is out. Returns the bytes of
-   * `data` (0 without), or -1 once the socket is closing or closed.
+   * returns, with no drain() for it), then ends: FIN once every byte is out. From then on, as on
+   * Bun.listen, no data, end, drain or timeout handler runs for this socket, only close() (when the
+   * peer has closed too). Returns the bytes of `data` (0 without), or -1 once the socket is closing
+   * or closed, or after shutdown().
    */
   end(data?: WriteData, byteOffset?: number, byteLength?: number): number;
   /** Closes now with a reset (RST); bytes not yet sent are lost. */
   terminate(): void;
-  /** FIN once every written byte is out; the socket can still receive. (halfClose is accepted for Bun.listen's signature.) */
+  /** FIN once every written byte is out; the socket still receives (data, end). (halfClose is accepted for Bun.listen's signature.) */
   shutdown(halfClose?: boolean): void;
   /**
    * Stops data events until resume(), as on Bun.listen: the loop stops reading (TCP backpressure
@@ -229,6 +231,8 @@ export class HandlerSocket<Data = undefined> implements Socket<Data> {
   closeNotified = false;
   /** The peer's FIN came. */
   peerEnded = false;
+  /** shutdown() or end() was called: write() takes nothing more (the FIN follows what it took). */
+  writeShut = false;
   /** end(data)'s bytes write() could not take yet: more goes on every DRAIN, then END. */
   endRest: Uint8Array | null = null;
   /** The local address once read: IPv4 as a u32 or IPv6 text, and the port. */
@@ -306,7 +310,7 @@ export class HandlerSocket<Data = undefined> implements Socket<Data> {
   }
 
   write(data: WriteData, byteOffset?: number, byteLength?: number): number {
-    if (this.state !== OPEN) return -1;
+    if (this.state !== OPEN || this.writeShut) return -1;
     return this.writeNow(data, byteOffset, byteLength);
   }
 
@@ -362,18 +366,21 @@ export class HandlerSocket<Data = undefined> implements Socket<Data> {
 
   end(data?: WriteData, byteOffset?: number, byteLength?: number): number {
     if (this.state !== OPEN) return data === undefined ? 0 : -1;
+    // From here on, as on Bun.listen, the handlers hear nothing more of this socket but close().
+    this.state = CLOSING;
+    if (this.writeShut) return data === undefined ? 0 : -1; // after shutdown(): the FIN is on its way
+    this.writeShut = true;
     if (data === undefined) {
-      this.shutdown();
+      this.command(JS_COMMAND.end);
       return 0;
     }
     const bytes = typeof data === "string" ? encoder.encode(textOf(data, byteOffset, byteLength)) : bytesOf(data, byteOffset, byteLength);
     const n = this.writeNow(bytes);
     if (n === bytes.length) {
-      this.shutdown();
+      this.command(JS_COMMAND.end);
       return n;
     }
     // The rest waits here (a copy: the caller may reuse its buffer) for the DRAIN writeNow asked for.
-    this.state = CLOSING;
     this.endRest = bytes.slice(n);
     return bytes.length;
   }
@@ -395,8 +402,8 @@ export class HandlerSocket<Data = undefined> implements Socket<Data> {
   }
 
   shutdown(_halfClose?: boolean): void {
-    if (this.state !== OPEN) return;
-    this.state = CLOSING;
+    if (this.state !== OPEN || this.writeShut) return;
+    this.writeShut = true; // still open for reading, as on Bun.listen (readyState stays 1)
     this.command(JS_COMMAND.end);
   }
 

@@ -713,6 +713,48 @@ describe("listen() events", () => {
     expect(drains).toBe(0);
   });
 
+  for (const how of ["end", "shutdown"] as const) {
+    test(`after ${how}(): ${how === "end" ? "no data or end handler runs, only close() (as Bun.listen)" : "the socket still receives data and end, readyState 1, write() -1"}`, async () => {
+      const calls: string[] = [];
+      const l = start({
+        allowHalfOpen: true,
+        socket: {
+          data(s, b) {
+            calls.push(`data:${b.toString()}`);
+            if (calls.length === 1) {
+              if (how === "end") s.end("bye");
+              else {
+                s.write("bye");
+                s.shutdown();
+                calls.push(`readyState:${s.readyState} write:${s.write("more")}`);
+              }
+            }
+          },
+          end() {
+            calls.push("end");
+          },
+          close() {
+            calls.push("close");
+          },
+        },
+      });
+      // A client that stays open for writing after the server's FIN (node's default would end at once).
+      const sock = net.connect({ port: l.port, host: "127.0.0.1", allowHalfOpen: true });
+      await withTimeout(new Promise((r) => sock.once("connect", r)), 10_000, "connect");
+      const got = collect(sock);
+      let eof = false;
+      sock.once("end", () => (eof = true));
+      sock.write("a");
+      await waitFor(() => eof, "the reply and the server's FIN");
+      sock.write("b"); // after the server's FIN: its handler hears it after shutdown(), not after end()
+      sock.end();
+      const { bytes, end } = await withTimeout(got, 10_000, "the connection closes");
+      expect({ bytes: bytes.toString(), how: end.how }).toEqual({ bytes: "bye", how: "EOF" });
+      await waitFor(() => calls.at(-1) === "close", () => `close() (${calls.join(" ")})`);
+      expect(calls).toEqual(how === "end" ? ["data:a", "close"] : ["data:a", "readyState:1 write:-1", "data:b", "end", "close"]);
+    });
+  }
+
   test("strings go out as UTF-8, whole, across records", async () => {
     const text = "héllo wörld 😀 ∑ ".repeat(40_000); // ~900 KB of UTF-8
     const want = Buffer.from(text);
