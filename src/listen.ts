@@ -285,7 +285,8 @@ export function listen<Data = undefined, BT extends BinaryType = "buffer">(optio
   };
 
   const report = (s: HandlerSocket<unknown>, err: unknown) => {
-    const error = err instanceof Error ? err : new Error(String(err));
+    // error() takes an Error; a thrown non-Error value rides along as its cause.
+    const error = err instanceof Error ? err : new Error(String(err), { cause: err });
     if (!handlers.error) {
       console.error("bunring: a listen() handler threw:", error);
       return;

@@ -397,20 +397,23 @@ describe("listen() events", () => {
       await withTimeout(endOf(sock), 10_000, "the connection to close");
       await waitFor(() => logged.length === 1, "console.error");
       expect(String(logged[0]!.at(-1))).toContain("open failed");
-      let errs = 0;
+      const errs: Error[] = [];
+      const thrown = { code: 42 };
       const l2 = start({ socket: {
         async data() {
           await Bun.sleep(1);
-          throw new Error("async failure");
+          throw thrown; // not an Error: error() gets one, with the value as its cause
         },
-        error() {
-          errs++;
+        error(_s, err) {
+          errs.push(err);
         },
       } });
       const c2 = await connect(l2.port);
       c2.sock.write("x");
       await withTimeout(c2.closed, 10_000, "the connection with the rejected handler to close");
-      expect(errs).toBe(1);
+      expect(errs.length).toBe(1);
+      expect(errs[0]).toBeInstanceOf(Error);
+      expect(errs[0]!.cause).toBe(thrown);
     } finally {
       spy.mockRestore();
     }
