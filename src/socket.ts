@@ -366,15 +366,16 @@ export class HandlerSocket<Data = undefined> implements Socket<Data> {
 
   end(data?: WriteData, byteOffset?: number, byteLength?: number): number {
     if (this.state !== OPEN) return data === undefined ? 0 : -1;
+    // Bad data throws here, before anything changed.
+    const bytes = data === undefined || this.writeShut ? null : typeof data === "string" ? encoder.encode(textOf(data, byteOffset, byteLength)) : bytesOf(data, byteOffset, byteLength);
     // From here on, as on Bun.listen, the handlers hear nothing more of this socket but close().
     this.state = CLOSING;
     if (this.writeShut) return data === undefined ? 0 : -1; // after shutdown(): the FIN is on its way
     this.writeShut = true;
-    if (data === undefined) {
+    if (bytes === null) {
       this.command(JS_COMMAND.end);
       return 0;
     }
-    const bytes = typeof data === "string" ? encoder.encode(textOf(data, byteOffset, byteLength)) : bytesOf(data, byteOffset, byteLength);
     const n = this.writeNow(bytes);
     if (n === bytes.length) {
       this.command(JS_COMMAND.end);
