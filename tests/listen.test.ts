@@ -716,6 +716,21 @@ describe("listen() events", () => {
     expect(drains).toBe(0);
   });
 
+  test("end() with data it cannot send throws and leaves the socket as it was (a later end() still ends it)", async () => {
+    const seen: string[] = [];
+    const l = start({ socket: { open(s) {
+      try {
+        s.end(42 as unknown as string);
+      } catch (e) {
+        seen.push(`${(e as Error).name} readyState:${s.readyState}`);
+      }
+      seen.push(`end:${s.end("ok")}`);
+    } } });
+    const c = await connect(l.port);
+    const { bytes, end } = await withTimeout(collect(c.sock), 10_000, "ok, then EOF");
+    expect({ bytes: bytes.toString(), how: end.how, seen }).toEqual({ bytes: "ok", how: "EOF", seen: ["TypeError readyState:1", "end:2"] });
+  });
+
   for (const how of ["end", "shutdown"] as const) {
     test(`after ${how}(): ${how === "end" ? "no data or end handler runs, only close() (as Bun.listen)" : "the socket still receives data and end, readyState 1, write() -1"}`, async () => {
       const calls: string[] = [];
