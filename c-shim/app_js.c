@@ -265,6 +265,7 @@ static void js_settle_epoll(struct loop *l, struct conn *c)
     if ((c->flags & (CONN_JS_END | CONN_DRAINING)) && !(c->flags & CONN_WR_SHUT)) {
         c->flags |= CONN_WR_SHUT;
         shutdown(c->fd, SHUT_WR);
+        js_linger_begin(l, c);
     }
     if ((c->flags & CONN_PEER_EOF) && (c->flags & CONN_WR_SHUT)) {
         ep_close(l, c, (c->flags & CONN_DRAINING) ? BUNRING_STAT_CONN_CLOSED_STOP : BUNRING_STAT_CONN_CLOSED_EOF);
@@ -422,6 +423,7 @@ static void js_settle_uring(struct loop *l, struct conn *c)
         }
         if ((c->flags & (CONN_JS_END | CONN_DRAINING)) && !(c->flags & CONN_WR_SHUT)) {
             ur_shutdown_write(l, c);
+            js_linger_begin(l, c);
             if ((c->flags & CONN_DRAINING) && !(c->flags & (CONN_RECV_ARMED | CONN_PEER_EOF)))
                 ur_arm_recv(l, c); /* stopping: read (and drop) until the peer's EOF */
         }

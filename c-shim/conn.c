@@ -225,6 +225,8 @@ int conn_release(struct loop *l, struct conn *c)
     conn_unpause(l, c);
     if (c->close_reason == BUNRING_STAT_CONN_CLOSED_STALLED && l->stall_closing > 0)
         l->stall_closing--;
+    if (c->flags & CONN_LINGER)
+        l->js_lingering--;
     stat_add(l, (enum bunring_stat)c->close_reason, 1);
     stat_sub(l, BUNRING_STAT_CONN_OPEN, 1);
     __atomic_sub_fetch(&l->srv->open_total, 1, __ATOMIC_ACQ_REL);

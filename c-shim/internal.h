@@ -39,6 +39,7 @@ enum conn_flag {
     CONN_JS_HELD = 1u << 15,      /* handler mode: a deferred command of it waits (one pass over them) */
     CONN_POLL_ARMED = 1u << 16,   /* uring, handler mode: a poll watches the paused connection for errors */
     CONN_POLL_CANCELLING = 1u << 17, /* uring: a removal of that poll has been submitted */
+    CONN_LINGER = 1u << 18,       /* handler mode: JS ended it and our FIN is out: waiting for the peer's */
 };
 
 struct conn {
@@ -62,6 +63,7 @@ struct conn {
     uint32_t send_bytes;  /* uring: bytes asked of the send in flight */
     uint32_t last_active; /* loop clock (ms) of the last byte in or out */
     uint32_t js_deferred; /* handler mode: its commands waiting in the loop's deferred list */
+    uint32_t linger_since; /* handler mode, CONN_LINGER: loop clock (ms) when our FIN went out */
 };
 
 struct bunring_server;
@@ -127,7 +129,8 @@ struct loop {
     bool accept_armed;
     bool fixed_files; /* connections are direct descriptors (registered file table) */
     uint32_t timers_armed;
-    struct __kernel_timespec timer_ts[4]; /* one per timer kind */
+    struct __kernel_timespec timer_ts[5]; /* one per timer kind (enum uring_timer) */
+    bool linger_timer_armed;
     bool stall_timer_armed;
     uint32_t stall_timer_due; /* loop clock (ms) the earliest armed stall timer fires */
     uint64_t wake_value;
@@ -150,6 +153,7 @@ struct loop {
     uint32_t js_tx_done; /* end of the last WRITE taken: tx_head, unless a deferred WRITE holds it back */
     struct bunring_js_record *js_closes; /* CLOSE events that found no room yet, oldest first */
     uint32_t js_closes_n;
+    uint32_t js_lingering; /* connections with CONN_LINGER */
 
     /* epoll state */
     int epfd;
@@ -277,6 +281,12 @@ void js_count_sent(struct loop *l, struct conn *c, uint32_t n); /* sent[slot] +=
 void js_open(struct loop *l, struct conn *c, uint32_t at);       /* OPEN, peer address at rx offset `at` */
 /* An address as OPEN carries it: u16 family (2 IPv4, 10 IPv6), u16 port, 16 address bytes. */
 void js_address_bytes(const struct sockaddr_storage *ss, uint8_t *out);
+/* After our FIN went out on a connection JS ended: it waits for the peer's FIN for drainMs at most
+ * (CONN_LINGER; the loops sweep with js_linger_expired and close it as idle), so a peer that never
+ * closes cannot hold it. */
+void js_linger_begin(struct loop *l, struct conn *c);
+bool js_linger_expired(const struct loop *l, const struct conn *c);
+uint32_t js_linger_period(const struct loop *l); /* how often to sweep while some connection lingers */
 /* OPEN when the channel has room; else the connection is marked unopened and waits (starved list,
  * nothing read from it) until JS has consumed. true: opened. */
 bool js_try_open(struct loop *l, struct conn *c);

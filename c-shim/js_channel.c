@@ -291,6 +291,26 @@ void js_address_bytes(const struct sockaddr_storage *ss, uint8_t *out)
     memcpy(out + 2, &port, 2);
 }
 
+void js_linger_begin(struct loop *l, struct conn *c)
+{
+    if (!(c->flags & CONN_JS_END) || (c->flags & (CONN_LINGER | CONN_DRAINING | CONN_PEER_EOF | CONN_CLOSING)))
+        return; /* not ended by JS, already lingering, stopping (its own deadline), or closing now */
+    c->flags |= CONN_LINGER;
+    c->linger_since = l->now_ms;
+    l->js_lingering++;
+}
+
+bool js_linger_expired(const struct loop *l, const struct conn *c)
+{
+    return (c->flags & CONN_LINGER) && !(c->flags & CONN_CLOSING) && l->now_ms - c->linger_since >= l->srv->cfg.drain_ms;
+}
+
+uint32_t js_linger_period(const struct loop *l)
+{
+    uint32_t p = l->srv->cfg.drain_ms / 4;
+    return p < 10 ? 10 : (p > 1000 ? 1000 : p);
+}
+
 bool js_try_open(struct loop *l, struct conn *c)
 {
     uint32_t at = 0;

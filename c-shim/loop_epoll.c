@@ -256,8 +256,18 @@ static void close_all(struct loop *l, enum bunring_stat reason, bool idle_only)
     }
 }
 
-/* Milliseconds until the next timer (accept retry, drain deadline, idle sweep), or -1 for none. */
-static int next_timeout(const struct loop *l, uint32_t next_idle_sweep)
+/* Handler mode: connections JS ended whose peer did not close within drainMs of our FIN. */
+static void linger_sweep(struct loop *l)
+{
+    for (uint32_t i = 0; i < l->fresh_slots && l->js_lingering > 0; i++) {
+        struct conn *c = &l->conns[i];
+        if ((c->flags & CONN_IN_USE) && js_linger_expired(l, c))
+            ep_close(l, c, BUNRING_STAT_CONN_CLOSED_IDLE);
+    }
+}
+
+/* Milliseconds until the next timer (accept retry, drain deadline, idle and linger sweeps), or -1. */
+static int next_timeout(const struct loop *l, uint32_t next_idle_sweep, uint32_t next_linger_sweep)
 {
     int64_t t = -1;
     if (l->accept_retry_at)
@@ -268,6 +278,10 @@ static int next_timeout(const struct loop *l, uint32_t next_idle_sweep)
     }
     if (l->idle_ms && !l->stopping) {
         int64_t d = (int64_t)(int32_t)(next_idle_sweep - l->now_ms);
+        t = t < 0 || d < t ? d : t;
+    }
+    if (l->js_lingering && !l->stopping) {
+        int64_t d = (int64_t)(int32_t)(next_linger_sweep - l->now_ms);
         t = t < 0 || d < t ? d : t;
     }
     uint32_t stall = pool_stall_wait_ms(l);
@@ -310,12 +324,15 @@ void epoll_run(struct loop *l)
     l->now_ms = loop_clock_ms();
     uint32_t sweep_period = l->idle_ms / 4 < 10 ? 10 : (l->idle_ms / 4 > 1000 ? 1000 : l->idle_ms / 4);
     uint32_t next_sweep = l->now_ms + sweep_period;
+    uint32_t next_linger_sweep = l->now_ms;
     accept_all(l); /* connections that queued before the loop started */
     for (;;) {
         l->app->publish(l);
         if (l->stopping && l->open_conns == 0)
             break;
-        int timeout = next_timeout(l, next_sweep);
+        if (l->js_lingering == 0)
+            next_linger_sweep = l->now_ms + js_linger_period(l); /* the first sweep a period after */
+        int timeout = next_timeout(l, next_sweep, next_linger_sweep);
         if (timeout != 0 && l->app->sleep_begin(l))
             timeout = 0; /* work arrived while we said we sleep */
         int n = epoll_wait(l->epfd, events, MAX_EVENTS, timeout);
@@ -375,6 +392,10 @@ void epoll_run(struct loop *l)
         if (l->idle_ms && !l->stopping && (int32_t)(l->now_ms - next_sweep) >= 0) {
             close_all(l, BUNRING_STAT_CONN_CLOSED_IDLE, true);
             next_sweep = l->now_ms + sweep_period;
+        }
+        if (l->js_lingering && !l->stopping && (int32_t)(l->now_ms - next_linger_sweep) >= 0) {
+            linger_sweep(l);
+            next_linger_sweep = l->now_ms + js_linger_period(l);
         }
     }
 }

@@ -34,7 +34,8 @@
 #define FIXED_SPARES 64u
 
 /* Timer kinds, carried in the slot field of a BUNRING_OP_TIMEOUT user_data. */
-enum uring_timer { TIMER_ACCEPT_RETRY = 0, TIMER_DRAIN = 1, TIMER_IDLE = 2, TIMER_STALL = 3, TIMER_KINDS };
+enum uring_timer { TIMER_ACCEPT_RETRY = 0, TIMER_DRAIN = 1, TIMER_IDLE = 2, TIMER_STALL = 3, TIMER_LINGER = 4, TIMER_KINDS };
+_Static_assert(TIMER_KINDS == sizeof(((struct loop *)0)->timer_ts) / sizeof(struct __kernel_timespec), "a timespec per timer kind");
 
 static struct io_uring_sqe *get_sqe(struct loop *l)
 {
@@ -445,6 +446,14 @@ static void on_timeout(struct loop *l, uint64_t ud)
     case TIMER_STALL:
         l->stall_timer_armed = false; /* the loop applies the stall policy after every batch */
         break;
+    case TIMER_LINGER:
+        l->linger_timer_armed = false; /* re-armed after the batch while some connection lingers */
+        for (uint32_t i = 0; i < l->fresh_slots && l->js_lingering > 0 && !l->stopping; i++) {
+            struct conn *c = &l->conns[i];
+            if ((c->flags & CONN_IN_USE) && js_linger_expired(l, c))
+                ur_close(l, c, BUNRING_STAT_CONN_CLOSED_IDLE);
+        }
+        break;
     }
 }
 
@@ -656,6 +665,10 @@ void uring_run(struct loop *l)
         if (l->starved_head != NO_SLOT)
             l->app->wake_starved(l);
         apply_stall_policy(l);
+        if (l->js_lingering && !l->linger_timer_armed && !l->stopping) {
+            l->linger_timer_armed = true;
+            arm_timer(l, TIMER_LINGER, js_linger_period(l));
+        }
     }
 }
 

@@ -59,9 +59,9 @@ export interface Socket<Data = undefined> {
   /**
    * Writes `data` if given, all of it (what write() would not take yet is kept and written as room
    * returns, with no drain() for it), then ends: FIN once every byte is out. From then on, as on
-   * Bun.listen, no data, end, drain or timeout handler runs for this socket, only close() (when the
-   * peer has closed too). Returns the bytes of `data` (0 without), or -1 once the socket is closing
-   * or closed, or after shutdown().
+   * Bun.listen, no data, end, drain or timeout handler runs for this socket, only close(): when the
+   * peer has closed too, or drainMs after our FIN. Returns the bytes of `data` (0 without), or -1
+   * once the socket is closing or closed, or after shutdown().
    */
   end(data?: WriteData, byteOffset?: number, byteLength?: number): number;
   /** Closes now with a reset (RST); bytes not yet sent are lost. */

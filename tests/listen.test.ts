@@ -716,6 +716,30 @@ describe("listen() events", () => {
     expect(drains).toBe(0);
   });
 
+  test("after end(), a peer that never closes is closed drainMs after the server's FIN (counted as idle), not held forever", async () => {
+    const DRAIN = 300;
+    let closedAt = 0;
+    const l = start({ drainMs: DRAIN, socket: {
+      open(s) {
+        s.end("bye");
+      },
+      close() {
+        closedAt = performance.now();
+      },
+    } });
+    const sock = net.connect({ port: l.port, host: "127.0.0.1", allowHalfOpen: true }); // never ends its side
+    let eofAt = 0;
+    sock.on("data", () => {});
+    sock.once("end", () => (eofAt = performance.now()));
+    await waitFor(() => eofAt > 0, "the server's FIN");
+    await waitFor(() => closedAt > 0, () => `close() once drainMs passed; stats ${JSON.stringify(l.stats())}`);
+    // Not before drainMs (less a tick of the loop's coarse clock), counted once, as idle.
+    expect(closedAt - eofAt).toBeGreaterThanOrEqual(DRAIN - 20);
+    const st = l.stats();
+    expect({ idle: st.connClosedIdle, eof: st.connClosedEof, open: st.connOpen }).toEqual({ idle: 1, eof: 0, open: 0 });
+    sock.destroy();
+  });
+
   test("end() with data it cannot send throws and leaves the socket as it was (a later end() still ends it)", async () => {
     const seen: string[] = [];
     const l = start({ socket: { open(s) {
