@@ -448,7 +448,8 @@ export function listen<Data = undefined, BT extends BinaryType = "buffer">(optio
           return;
         case JS_EVENT.end:
           s.peerEnded = true;
-          if (s.state !== 0) return;
+          // After end(), or after shutdown() (both sides are done: close() follows), no end(), as on Bun.listen.
+          if (s.state !== 0 || s.writeShut) return;
           if (s.paused || s.held !== null) s.heldEnd = true;
           else deliverEnd(s);
           return;

@@ -66,7 +66,10 @@ export interface Socket<Data = undefined> {
   end(data?: WriteData, byteOffset?: number, byteLength?: number): number;
   /** Closes now with a reset (RST); bytes not yet sent are lost. */
   terminate(): void;
-  /** FIN once every written byte is out; the socket still receives (data, end). (halfClose is accepted for Bun.listen's signature.) */
+  /**
+   * FIN once every written byte is out; data still comes, and the peer's FIN then closes the socket
+   * (close(), no end()), as on Bun.listen. (halfClose is accepted for Bun.listen's signature.)
+   */
   shutdown(halfClose?: boolean): void;
   /**
    * Stops data events until resume(), as on Bun.listen: the loop stops reading (TCP backpressure
