@@ -447,7 +447,6 @@ export function listen<Data = undefined, BT extends BinaryType = "buffer">(optio
           else call(handlers.data, s, chunkOf(channel.rx, offset & RX_MASK, len, false));
           return;
         case JS_EVENT.end:
-          s.peerEnded = true;
           // After end(), or after shutdown() (both sides are done: close() follows), no end(), as on Bun.listen.
           if (s.state !== 0 || s.writeShut) return;
           if (s.paused || s.held !== null) s.heldEnd = true;
