@@ -335,6 +335,10 @@ BUNRING_API uint64_t *bunring_server_stats(bunring_server *srv);
  * deadline closer (0 closes everything now); a longer one changes nothing. 0, or -EINVAL when
  * drain_ms is above BUNRING_DRAIN_MS_MAX. */
 BUNRING_API int32_t bunring_server_stop(bunring_server *srv, uint32_t drain_ms);
+/* Stops accepting and keeps serving the open connections (Bun.listen's stop(false)): each loop ends
+ * once its last connection has closed; a bunring_server_stop meanwhile drains and closes them as
+ * usual. Returns at once; 0. */
+BUNRING_API int32_t bunring_server_close_listener(bunring_server *srv);
 /* 1 once every loop thread has finished (stop completed), else 0. Never blocks. */
 BUNRING_API uint32_t bunring_server_done(const bunring_server *srv);
 /* Stops (if needed), joins the loop threads and frees everything. Blocks until the loops end. */

@@ -547,6 +547,11 @@ bool loop_stop_requested(const struct loop *l)
     return __atomic_load_n(&l->srv->stop_requested, __ATOMIC_ACQUIRE) != 0;
 }
 
+bool loop_close_listener_requested(const struct loop *l)
+{
+    return __atomic_load_n(&l->srv->close_listener_requested, __ATOMIC_ACQUIRE) != 0;
+}
+
 uint32_t loop_drain_ms(const struct loop *l)
 {
     return __atomic_load_n(&l->srv->stop_drain_ms, __ATOMIC_ACQUIRE);

@@ -115,6 +115,7 @@ struct loop {
     uint32_t now_ms;
     uint32_t idle_ms;
     bool stopping;
+    bool listener_closed; /* not accepting any more (stopping, or bunring_server_close_listener) */
     bool force_close_done;
     uint32_t drain_deadline;
     uint32_t accept_retry_at; /* epoll: retry accept after EMFILE at this time (0 = not waiting) */
@@ -175,6 +176,7 @@ struct bunring_server {
     uint64_t *stats_mem;
     uint32_t open_total;   /* atomic: connections open across all loops (maxConnections is a total) */
     int stop_requested;    /* atomic */
+    int close_listener_requested; /* atomic: stop accepting, keep serving (bunring_server_close_listener) */
     uint32_t stop_drain_ms; /* atomic */
     uint32_t loops_done;   /* atomic */
     bool joined;
@@ -250,6 +252,7 @@ void starved_push(struct loop *l, struct conn *c);
 struct conn *starved_pop(struct loop *l); /* oldest starved connection, or NULL */
 
 bool loop_stop_requested(const struct loop *l);
+bool loop_close_listener_requested(const struct loop *l);
 uint32_t loop_drain_ms(const struct loop *l);
 
 /* ---- handler mode (js_channel.c): the loop's side of the channel shared with JS ---- */

@@ -228,14 +228,20 @@ static uint32_t drain_deadline(const struct loop *l)
     return drain == 0 ? l->now_ms : l->now_ms + drain + loop_clock_tick_ms();
 }
 
-static void begin_stop(struct loop *l)
+static void close_listener(struct loop *l)
 {
-    l->stopping = true;
-    l->drain_deadline = drain_deadline(l);
     if (l->listen_fd >= 0) {
         close(l->listen_fd);
         l->listen_fd = -1;
     }
+    l->listener_closed = true;
+}
+
+static void begin_stop(struct loop *l)
+{
+    l->stopping = true;
+    l->drain_deadline = drain_deadline(l);
+    close_listener(l);
     for (uint32_t i = 0; i < l->fresh_slots; i++) {
         struct conn *c = &l->conns[i];
         if (!(c->flags & CONN_IN_USE))
@@ -328,8 +334,8 @@ void epoll_run(struct loop *l)
     accept_all(l); /* connections that queued before the loop started */
     for (;;) {
         l->app->publish(l);
-        if (l->stopping && l->open_conns == 0)
-            break;
+        if (l->listener_closed && l->open_conns == 0)
+            break; /* stopped, or not accepting and the last connection closed */
         if (l->js_lingering == 0)
             next_linger_sweep = l->now_ms + js_linger_period(l); /* the first sweep a period after */
         int timeout = next_timeout(l, next_sweep, next_linger_sweep);
@@ -355,7 +361,10 @@ void epoll_run(struct loop *l)
                 if (read(l->wake_fd, &v, sizeof(v)) < 0) { /* drained; the value itself is unused */
                 }
                 if (!loop_stop_requested(l)) {
-                    stat_add(l, BUNRING_STAT_JS_WAKEUPS, 1); /* JS published commands while we slept */
+                    if (loop_close_listener_requested(l) && !l->listener_closed)
+                        close_listener(l); /* stop(false): keep serving what is open */
+                    else
+                        stat_add(l, BUNRING_STAT_JS_WAKEUPS, 1); /* JS published commands while we slept */
                 } else if (!l->stopping) {
                     begin_stop(l);
                 } else {

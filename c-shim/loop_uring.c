@@ -244,9 +244,9 @@ static void on_accept(struct loop *l, struct io_uring_cqe *cqe)
         l->accept_armed = false;
     if (cqe->res >= 0) {
         int fd = cqe->res;
-        struct conn *c = l->stopping ? NULL : conn_open(l, fd);
+        struct conn *c = l->listener_closed ? NULL : conn_open(l, fd);
         if (!c) {
-            stat_add(l, l->stopping ? BUNRING_STAT_CONN_REFUSED_STOPPING : BUNRING_STAT_CONN_REJECTED, 1);
+            stat_add(l, l->listener_closed ? BUNRING_STAT_CONN_REFUSED_STOPPING : BUNRING_STAT_CONN_REJECTED, 1);
             close_fd(l, fd);
         } else if (l->app->opened(l, c)) { /* false (JS is behind): receiving waits for room */
             ur_arm_recv(l, c); /* TCP_NODELAY is inherited from the listener (set before listen) */
@@ -257,13 +257,13 @@ static void on_accept(struct loop *l, struct io_uring_cqe *cqe)
         stat_add(l, BUNRING_STAT_CONN_REJECTED, 1);
     } else if (cqe->res != -ECANCELED) {
         stat_add(l, BUNRING_STAT_ACCEPT_ERRORS, 1);
-        if (!l->accept_armed && !l->stopping) {
+        if (!l->accept_armed && !l->listener_closed) {
             /* EMFILE, ENFILE, ENOMEM...: retry later instead of spinning on the error. */
             arm_timer(l, TIMER_ACCEPT_RETRY, ACCEPT_RETRY_MS);
             return;
         }
     }
-    if (!l->accept_armed && !l->stopping) {
+    if (!l->accept_armed && !l->listener_closed) {
         stat_add(l, BUNRING_STAT_ACCEPT_REARMS, 1);
         arm_accept(l);
     }
@@ -376,17 +376,25 @@ static void on_send(struct loop *l, struct io_uring_cqe *cqe, uint64_t ud)
     l->app->settle(l, c);
 }
 
-static void begin_stop(struct loop *l)
+/* Stop accepting: the request keeps its own reference until the cancel completes. */
+static void close_listener(struct loop *l)
 {
-    l->stopping = true;
+    if (l->listener_closed)
+        return;
     if (l->accept_armed) {
         struct io_uring_sqe *sqe = get_sqe(l);
         io_uring_prep_cancel64(sqe, bunring_ud_pack(BUNRING_OP_ACCEPT, 0, 0, 0), 0);
         io_uring_sqe_set_data64(sqe, bunring_ud_pack(BUNRING_OP_CANCEL, 0, 0, 0));
     }
-    /* Stop accepting: the request keeps its own reference until the cancel completes. */
     close(l->listen_fd);
     l->listen_fd = -1;
+    l->listener_closed = true;
+}
+
+static void begin_stop(struct loop *l)
+{
+    l->stopping = true;
+    close_listener(l);
     arm_timer(l, TIMER_DRAIN, loop_drain_ms(l));
     for (uint32_t i = 0; i < l->fresh_slots; i++) {
         struct conn *c = &l->conns[i];
@@ -429,7 +437,7 @@ static void on_timeout(struct loop *l, uint64_t ud)
     l->timers_armed--;
     switch (bunring_ud_slot(ud)) {
     case TIMER_ACCEPT_RETRY:
-        if (!l->stopping && !l->accept_armed) {
+        if (!l->listener_closed && !l->accept_armed) {
             stat_add(l, BUNRING_STAT_ACCEPT_REARMS, 1);
             arm_accept(l);
         }
@@ -499,9 +507,12 @@ static void handle_cqe(struct loop *l, struct io_uring_cqe *cqe)
     case BUNRING_OP_WAKE:
         /* stop(), a second stop() with a shorter drain, or JS's commands: keep listening. */
         arm_wake_read(l);
-        if (!loop_stop_requested(l))
-            stat_add(l, BUNRING_STAT_JS_WAKEUPS, 1); /* the loop takes commands after every batch */
-        else if (!l->stopping)
+        if (!loop_stop_requested(l)) {
+            if (loop_close_listener_requested(l) && !l->listener_closed)
+                close_listener(l); /* stop(false): keep serving what is open */
+            else
+                stat_add(l, BUNRING_STAT_JS_WAKEUPS, 1); /* the loop takes commands after every batch */
+        } else if (!l->stopping)
             begin_stop(l);
         else if (loop_drain_ms(l) == 0)
             force_close_all(l);
@@ -637,8 +648,8 @@ void uring_run(struct loop *l)
         /* Done when every connection is closed and the accept request has completed: until then it
          * holds the listening socket open (and its port bound) even though our fd is closed. */
         l->app->publish(l);
-        if (l->stopping && l->open_conns == 0 && !l->accept_armed)
-            break;
+        if (l->listener_closed && l->open_conns == 0 && !l->accept_armed)
+            break; /* stopped, or not accepting and the last connection closed */
         if (l->app->sleep_begin(l))
             io_uring_submit(&l->ring); /* work arrived while we said we sleep */
         else

@@ -437,6 +437,13 @@ int32_t bunring_server_stop(bunring_server *srv, uint32_t drain_ms)
     return 0;
 }
 
+int32_t bunring_server_close_listener(bunring_server *srv)
+{
+    __atomic_store_n(&srv->close_listener_requested, 1, __ATOMIC_RELEASE);
+    wake_loops(srv);
+    return 0;
+}
+
 uint32_t bunring_server_done(const bunring_server *srv)
 {
     return __atomic_load_n(&srv->loops_done, __ATOMIC_ACQUIRE) == srv->nloops;

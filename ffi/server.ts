@@ -91,6 +91,7 @@ const symbols = {
   },
   bunring_js_local_address: { args: [FFIType.ptr, FFIType.u32, FFIType.u32, FFIType.u32, FFIType.ptr], returns: FFIType.i32 },
   bunring_server_stop: { args: [FFIType.ptr, FFIType.u32], returns: FFIType.i32 },
+  bunring_server_close_listener: { args: [FFIType.ptr], returns: FFIType.i32 },
   bunring_server_done: { args: [FFIType.ptr], returns: FFIType.u32 },
   bunring_server_free: { args: [FFIType.ptr], returns: FFIType.void },
   bunring_ud_encode: { args: [FFIType.u32, FFIType.u32, FFIType.u32, FFIType.u32], returns: FFIType.u64 },
@@ -241,6 +242,8 @@ export interface NativeServer {
   readStats(): NativeStats;
   /** Asks the loops to stop (again with a shorter drain: closer deadline); returns at once. */
   stop(drainMs: number): void;
+  /** Stops accepting and keeps serving: the loops end once their last connection has closed. */
+  closeListener(): void;
   /** True once every loop thread has finished. */
   done(): boolean;
   /** Joins the threads and frees the server; the stats mapping is invalid afterwards. */
@@ -429,6 +432,9 @@ function wrapNative(handle: Pointer, onFree?: () => void): NativeServer {
       if (!freed && lib.bunring_server_stop(handle, drainMs) !== 0) {
         throw new RangeError(`bunring: drainMs ${drainMs} is outside what the native library allows`);
       }
+    },
+    closeListener() {
+      if (!freed) lib.bunring_server_close_listener(handle);
     },
     done() {
       return freed || lib.bunring_server_done(handle) === 1;

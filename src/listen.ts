@@ -76,8 +76,10 @@ export interface Listener {
   stats(): ListenStats;
   /**
    * Stops accepting; open connections get up to drainMs (default: the drainMs option) to finish
-   * what was written, then close (close() is called for each); then frees everything. `true` is
-   * Bun.listen's closeActive (drainMs 0), `false` the default drain.
+   * what was written, then close (close() is called for each); then frees everything. As on
+   * Bun.listen, `true` (closeActive) closes them now (drainMs 0), and `false` only stops accepting:
+   * the connections are served until they close, then everything is freed (a later stop() with
+   * `true` or `{ drainMs }` closes them as usual).
    */
   stop(options?: { drainMs?: number } | boolean): Promise<void>;
   /** Resolves once stop() has finished. */
@@ -555,7 +557,8 @@ export function listen<Data = undefined, BT extends BinaryType = "buffer">(optio
   });
   const stop = (options?: { drainMs?: number } | boolean): Promise<void> => {
     if (options === true) return control.stop({ drainMs: 0 });
-    if (options === false || options === undefined) return control.stop();
+    if (options === false) return control.stopAccepting();
+    if (options === undefined) return control.stop();
     return control.stop(options);
   };
   const listener: Listener = {

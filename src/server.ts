@@ -70,18 +70,29 @@ export function toError(e: NativeError, backend: Backend, host: string, port: nu
   return Object.assign(err, { code: name, errno: e.code });
 }
 
-/** Polls a condition without blocking the JS thread (the loops finish on their own threads). */
-export async function until(done: () => boolean): Promise<void> {
+/**
+ * Polls a condition without blocking the JS thread (the loops finish on their own threads), at most
+ * `maxWaitMs` apart.
+ */
+export async function until(done: () => boolean, maxWaitMs = 5): Promise<void> {
   let wait = 0;
   while (!done()) {
     await Bun.sleep(wait);
-    wait = Math.min(wait + 1, 5);
+    wait = Math.min(wait + 1, maxWaitMs);
   }
 }
+
+/** How often a server that stopped accepting looks whether its last connection has closed. */
+const STOP_ACCEPTING_POLL_MS = 50;
 
 /** stop() and stats() of a running native server, shared by serve() and listen(). */
 export interface StopControl {
   stop(options?: { drainMs?: number }): Promise<void>;
+  /**
+   * Stops accepting and keeps serving the open connections; resolves once the last has closed and
+   * everything is freed (a stop() meanwhile drains and closes them as usual).
+   */
+  stopAccepting(): Promise<void>;
   /** Live counters, or the final ones once stopped. */
   stats(): ServerStats;
   stopped(): boolean;
@@ -104,7 +115,11 @@ export function stopControl(native: NativeServer, drainDefault: number, hooks: {
     }
     // Called again during the drain: a shorter drainMs moves the deadline closer (0 closes now).
     if (finalStats === undefined) native.stop(drainMs);
-    stopping ??= until(() => native.done()).then(() => {
+    return finish(5);
+  };
+  /** Polls done(), then the last events, the final counters and free (once, however often asked). */
+  const finish = (pollMs: number): Promise<void> =>
+    (stopping ??= until(() => native.done(), pollMs).then(() => {
       try {
         hooks.beforeFree?.();
       } finally {
@@ -112,10 +127,12 @@ export function stopControl(native: NativeServer, drainDefault: number, hooks: {
         native.free();
         hooks.afterFree?.();
       }
-    });
-    return stopping;
+    }));
+  const stopAccepting = (): Promise<void> => {
+    if (finalStats === undefined && stopping === undefined) native.closeListener();
+    return finish(STOP_ACCEPTING_POLL_MS);
   };
-  return { stop, stats: () => finalStats ?? native.readStats(), stopped: () => finalStats !== undefined };
+  return { stop, stopAccepting, stats: () => finalStats ?? native.readStats(), stopped: () => finalStats !== undefined };
 }
 
 function wrap(native: NativeServer, backend: Backend, host: string, drainDefault: number, fallbackReason?: string): Server {

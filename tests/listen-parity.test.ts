@@ -6,7 +6,7 @@
 // listen() on each backend, and expects the logs to be equal: the expected values are Bun's own,
 // never typed here, so a change in either runtime shows up as a difference. Only what
 // docs/design.md ("Where it differs from Bun.listen") lists as matched is compared; its deliberate
-// differences (throwing handlers, highWaterMark, stop(false), UTF-16 offsets, a thrown non-Error,
+// differences (throwing handlers, highWaterMark, UTF-16 offsets, a thrown non-Error,
 // and after end() Bun closing at once and resetting a peer that sends more) are left out.
 // terminate() is not here: Bun.listen runs close() inside terminate(), listen() after the handler
 // returns (design.md lists it). Every wait is on a condition with a deadline.

@@ -836,6 +836,46 @@ describe("listen() lifecycle and options", () => {
     }
   });
 
+  test("stop(false) stops accepting and serves open connections until they close (as Bun.listen); stop(true) then closes the rest", async () => {
+    const l = start({ socket: { data(s, b) {
+      s.write(b);
+    } } });
+    const a = await connect(l.port);
+    const b = await connect(l.port);
+    await waitFor(() => l.stats().connOpen === 2, "both connections open");
+    let stopped = false;
+    const stopping = l.stop(false).then(() => (stopped = true));
+    await waitFor(() => refused(l.port), "new connections refused");
+    // The open ones are still served, and the listener is not stopped while they are open.
+    a.sock.write("still here");
+    await received(a.sock, 10, "an echo after stop(false)");
+    expect({ stopped, open: l.stats().connOpen }).toEqual({ stopped: false, open: 2 });
+    a.sock.end();
+    await withTimeout(a.closed, 5_000, "a closes");
+    await waitFor(() => l.stats().connOpen === 1, "a's close seen");
+    expect(stopped).toBe(false);
+    // stop(true) meanwhile closes the last one now; both calls resolve.
+    await withTimeout(l.stop(true), 10_000, "stop(true)");
+    await withTimeout(stopping, 1_000, "stop(false) resolves too");
+    await withTimeout(b.closed, 5_000, "b closed by stop(true)");
+    expect(l.stopped).toBe(true);
+    expect(l.stats().connOpen).toBe(0);
+  });
+
+  test("stop(false) with no connection open stops at once; with one, once it closes", async () => {
+    const idle = start({ socket: {} });
+    await withTimeout(idle.stop(false), 5_000, "stop(false) of an idle listener");
+    expect(idle.stopped).toBe(true);
+    const l = start({ socket: {} });
+    const c = await connect(l.port);
+    await waitFor(() => l.stats().connOpen === 1, "open");
+    const stopping = l.stop(false);
+    c.sock.end(); // allowHalfOpen false: the server ends too, and the connection closes
+    await withTimeout(stopping, 10_000, "stop(false) once the last connection closed");
+    expect(l.stopped).toBe(true);
+    expect(l.stats().connClosedEof).toBe(1);
+  });
+
   test('"auto" runs io_uring when the kernel allows it, else epoll; the default is "uring"', () => {
     const a = start({ backend: "auto", socket: {} });
     expect(a.backend).toBe(backendAvailable("uring") ? "uring" : "epoll");
