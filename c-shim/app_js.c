@@ -379,7 +379,7 @@ static bool js_flush_backlog(struct loop *l, struct conn *c)
         }
         ur_return_buffer(l, rx_backlog_pop(l, c));
     }
-    if ((c->flags & CONN_PEER_EOF) && js_event_room(l, true))
+    if ((c->flags & (CONN_PEER_EOF | CONN_DRAINING)) == CONN_PEER_EOF && js_event_room(l, true))
         js_event(l, BUNRING_JS_EV_END, c, 0, 0);
     return true;
 }
@@ -441,7 +441,8 @@ static void js_settle_uring(struct loop *l, struct conn *c)
 
 static void js_peer_eof(struct loop *l, struct conn *c)
 {
-    if (c->rx_head == NO_BUF && js_event_room(l, true))
+    /* Stopping, the peer's FIN only ends the drain (epoll reads it while discarding): no END. */
+    if (c->rx_head == NO_BUF && !(c->flags & CONN_DRAINING) && js_event_room(l, true))
         js_event(l, BUNRING_JS_EV_END, c, 0, 0); /* else after the backlog reaches JS */
     js_settle_uring(l, c);
 }

@@ -817,8 +817,11 @@ describe("listen() lifecycle and options", () => {
   test("stop() closes open connections (close called), frees, resolves closed; stop(true) is closeActive", async () => {
     for (const how of [{ drainMs: 200 }, true, undefined] as const) {
       const closes: (Error | undefined)[] = [];
-      const l = listen({ port: 0, hostname: "127.0.0.1", drainMs: 200, socket: { close(_s, err) {
+      let ends = 0; // the peer's FIN answering the drain's FIN is not an end() (on either backend)
+      const l = listen({ port: 0, hostname: "127.0.0.1", backend: backendUnderTest, drainMs: 200, socket: { close(_s, err) {
         closes.push(err);
+      }, end() {
+        ends++;
       } } });
       const c = await connect(l.port);
       c.sock.on("end", () => c.sock.end()); // answer the server's FIN so the drain ends early
@@ -829,6 +832,7 @@ describe("listen() lifecycle and options", () => {
       await withTimeout(l.closed, 1_000, "closed");
       expect(l.stopped).toBe(true);
       expect(closes).toEqual([undefined]);
+      expect(ends).toBe(0);
       expect(await refused(l.port)).toBe(true);
       expect(l.stats().connOpen).toBe(0);
       expect(l.stats().connAccepted).toBe(1);
