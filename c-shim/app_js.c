@@ -32,6 +32,32 @@
 
 /* ---- both backends ---- */
 
+/* DRAIN for a connection whose WANT_DRAIN is met; with the event ring's reserve full (JS far behind)
+ * the connection waits on the starved list, whose wake settles it again once JS has made room. */
+static void js_drain_event(struct loop *l, struct conn *c)
+{
+    if (js_event_room(l, true)) {
+        c->flags &= ~(uint32_t)CONN_JS_WANT_DRAIN;
+        js_event(l, BUNRING_JS_EV_DRAIN, c, 0, 0);
+    } else {
+        starved_push(l, c);
+    }
+}
+
+/* END for the peer's FIN, once; with the reserve full, the connection waits as for DRAIN (io_uring:
+ * js_wake_starved_uring writes it through js_flush_backlog). */
+static void js_eof_event(struct loop *l, struct conn *c)
+{
+    if (c->flags & (CONN_JS_EOF_SENT | CONN_DRAINING))
+        return; /* stopping, the peer's FIN only ends the drain (epoll reads it while discarding) */
+    if (js_event_room(l, true)) {
+        c->flags |= CONN_JS_EOF_SENT;
+        js_event(l, BUNRING_JS_EV_END, c, 0, 0);
+    } else {
+        starved_push(l, c);
+    }
+}
+
 /* OPEN when the channel has room, else the connection waits unread until JS has consumed. */
 static bool js_opened(struct loop *l, struct conn *c)
 {
@@ -223,8 +249,7 @@ static bool js_read_epoll(struct loop *l, struct conn *c)
         }
         if (n == 0) {
             c->flags |= CONN_PEER_EOF;
-            if (js_event_room(l, true))
-                js_event(l, BUNRING_JS_EV_END, c, 0, 0);
+            js_eof_event(l, c);
             return true; /* settling closes once our side is done too */
         }
         c->last_active = l->now_ms;
@@ -258,10 +283,8 @@ static void js_settle_epoll(struct loop *l, struct conn *c)
         ep_want_write(l, c, true);
         return;
     }
-    if ((c->flags & CONN_JS_WANT_DRAIN) && js_event_room(l, true)) {
-        c->flags &= ~(uint32_t)CONN_JS_WANT_DRAIN;
-        js_event(l, BUNRING_JS_EV_DRAIN, c, 0, 0);
-    }
+    if (c->flags & CONN_JS_WANT_DRAIN)
+        js_drain_event(l, c);
     if ((c->flags & (CONN_JS_END | CONN_DRAINING)) && !(c->flags & CONN_WR_SHUT)) {
         c->flags |= CONN_WR_SHUT;
         shutdown(c->fd, SHUT_WR);
@@ -379,8 +402,8 @@ static bool js_flush_backlog(struct loop *l, struct conn *c)
         }
         ur_return_buffer(l, rx_backlog_pop(l, c));
     }
-    if ((c->flags & (CONN_PEER_EOF | CONN_DRAINING)) == CONN_PEER_EOF && js_event_room(l, true))
-        js_event(l, BUNRING_JS_EV_END, c, 0, 0);
+    if (c->flags & CONN_PEER_EOF)
+        js_eof_event(l, c);
     return true;
 }
 
@@ -417,10 +440,8 @@ static void js_settle_uring(struct loop *l, struct conn *c)
     if (c->flags & CONN_CLOSING)
         return;
     if (c->q_head == NO_BUF && !(c->flags & CONN_SEND_INFLIGHT) && c->js_deferred == 0) {
-        if ((c->flags & CONN_JS_WANT_DRAIN) && js_event_room(l, true)) {
-            c->flags &= ~(uint32_t)CONN_JS_WANT_DRAIN;
-            js_event(l, BUNRING_JS_EV_DRAIN, c, 0, 0);
-        }
+        if (c->flags & CONN_JS_WANT_DRAIN)
+            js_drain_event(l, c);
         if ((c->flags & (CONN_JS_END | CONN_DRAINING)) && !(c->flags & CONN_WR_SHUT)) {
             ur_shutdown_write(l, c);
             js_linger_begin(l, c);
@@ -441,9 +462,8 @@ static void js_settle_uring(struct loop *l, struct conn *c)
 
 static void js_peer_eof(struct loop *l, struct conn *c)
 {
-    /* Stopping, the peer's FIN only ends the drain (epoll reads it while discarding): no END. */
-    if (c->rx_head == NO_BUF && !(c->flags & CONN_DRAINING) && js_event_room(l, true))
-        js_event(l, BUNRING_JS_EV_END, c, 0, 0); /* else after the backlog reaches JS */
+    if (c->rx_head == NO_BUF)
+        js_eof_event(l, c); /* else after the backlog reaches JS (js_flush_backlog) */
     js_settle_uring(l, c);
 }
 

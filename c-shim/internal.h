@@ -40,6 +40,7 @@ enum conn_flag {
     CONN_POLL_ARMED = 1u << 16,   /* uring, handler mode: a poll watches the paused connection for errors */
     CONN_POLL_CANCELLING = 1u << 17, /* uring: a removal of that poll has been submitted */
     CONN_LINGER = 1u << 18,       /* handler mode: JS ended it and our FIN is out: waiting for the peer's */
+    CONN_JS_EOF_SENT = 1u << 19,  /* handler mode: the END event for the peer's FIN is written */
 };
 
 struct conn {

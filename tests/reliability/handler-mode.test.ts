@@ -8,8 +8,8 @@
 //     Plus a scarce-pool, 2-loop variant.
 //   * Thousands of connections open at once (within RLIMIT_NOFILE, else skipped saying why): each
 //     echoes one random message byte-exact, then all close by EOF and the counters balance.
-//   * JS falls behind while more connections reset than the event ring holds: every CLOSE still
-//     reaches JS, with its reason, once, before stop (the loop keeps the CLOSEs that found no room).
+//   * JS falls behind while more connections reset (or half-close) than the event ring holds: every
+//     CLOSE (END) still reaches JS, once, before stop (the loop keeps the events that found no room).
 //   * stop({ drainMs: 500 }) under load (streaming connections, 10 % never reading): resolves within
 //     drainMs + 1 s, close() runs exactly once per connection, `closed` resolves, every client sees
 //     its end and got back a byte-exact prefix of what it sent, closes add up to accepts.
@@ -339,6 +339,54 @@ describe.each([...BACKENDS])("reliability: handler mode (listen + js-echo) [%s]"
           `were in the ring then, ${st.jsEvents - eventsWhileBusy} came after (CLOSEs that waited in the loop, and closes noticed later); ` +
           `close() once each with ECONNRESET, errors ${st.errors}`,
       );
+    },
+    testTimeout(90_000, 300_000),
+  );
+
+  (RESET_FDS_OK ? it : test.skip)(
+    `JS falls behind while ${RESET_CONNS} peers half-close (the event ring holds ${JS_RECORDS})` +
+      `${RESET_FDS_OK ? "" : ` (skipped: RLIMIT_NOFILE ${FD_LIMIT} < ${RESET_FDS_NEEDED} fds needed)`}: ` +
+      `every end() still comes once, the echo ends each, all close by EOF`,
+    async () => {
+      const h = countingEcho();
+      let ends = 0;
+      const handler: SocketHandler<EchoState> = {
+        ...h.handler,
+        end(s) {
+          ends++;
+          h.handler.end!(s);
+        },
+      };
+      const l = startEcho(backend, { socket: handler });
+      const settled = await Promise.allSettled(Array.from({ length: RESET_CONNS }, () => connect(l.port, "127.0.0.1", 30_000)));
+      const conns = settled.filter((r): r is PromiseFulfilledResult<Conn> => r.status === "fulfilled").map((r) => r.value);
+      if (conns.length < RESET_CONNS) {
+        for (const c of conns) c.sock.destroy();
+        throw new Error(`${RESET_CONNS - conns.length}/${RESET_CONNS} connects failed; stats ${fmt(l.stats())}`);
+      }
+      await waitFor(() => h.opened.length === RESET_CONNS, () => `open() for every connection (${h.opened.length}); stats ${fmt(l.stats())}`, {
+        timeoutMs: 30_000,
+      });
+      // Every client sends its FIN, and this thread takes no event until the loop writes no more: the
+      // END events past the ring's reserve must wait in the loop (before, io_uring dropped them, and
+      // those connections stayed open).
+      for (const c of conns) c.sock.end();
+      const busyUntil = performance.now() + 20_000;
+      let events = l.stats().jsEvents;
+      let movedAt = performance.now();
+      for (;;) {
+        const now = performance.now();
+        const e = l.stats().jsEvents;
+        if (e !== events) [events, movedAt] = [e, now];
+        if (now - movedAt > 500 || now > busyUntil) break;
+      }
+      await withTimeout(Promise.all(conns.map((c) => c.closed)), 30_000, () => `every connection closed; ends ${ends}; stats ${fmt(l.stats())}`);
+      await waitFor(() => h.closes.size === RESET_CONNS, () => `close() for every connection (${h.closes.size}); stats ${fmt(l.stats())}`);
+      expect(ends).toBe(RESET_CONNS);
+      expect(h.opened.map((s) => h.closes.get(s) ?? 0).filter((n) => n !== 1)).toEqual([]);
+      expect({ closeErrors: h.closeErrors, handlerErrors: h.handlerErrors }).toEqual({ closeErrors: [], handlerErrors: [] });
+      const st = l.stats();
+      expect({ open: st.connOpen, eof: st.connClosedEof, errors: st.errors }).toEqual({ open: 0, eof: RESET_CONNS, errors: 0 });
     },
     testTimeout(90_000, 300_000),
   );
