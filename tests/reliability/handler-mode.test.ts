@@ -404,13 +404,13 @@ describe.each([...BACKENDS])("reliability: handler mode (listen + js-echo) [%s]"
         await statsReach(stats, (st) => st.connOpen === STOP_CONNS, "all accepted");
         await waitFor(() => h.opened.length === STOP_CONNS, () => `open() for every connection (${h.opened.length})`);
         const out0 = stats().bytesOut;
-        // Echo flows, and backpressure is engaged: the handler paused a connection (its queue passed
-        // 1 MiB). (Which ones it pauses varies: on uring the loop's own limit often stops reading a
-        // non-reader first; pausedNow counts only those loop pauses, not the handler's.)
+        // Echo flows, and backpressure is engaged on a non-reader: the handler paused it (its queue
+        // passed 1 MiB) or the loop did (maxPendingBytes unsent), whichever came first; which one
+        // varies with the backend and the machine's load (a soak run once saw only loop pauses).
         await statsReach(
           stats,
-          (st) => st.bytesOut > out0 + 32 * MiB && h.opened.some((s) => s.data.paused),
-          "echo flowing and a connection paused by the handler",
+          (st) => st.bytesOut > out0 + 32 * MiB && (st.jsPausedNow > 0 || st.pausedNow > 0),
+          "echo flowing and a non-reader paused (by the handler or the loop)",
           20_000,
         );
       } catch (e) {
