@@ -115,6 +115,18 @@ function countingEcho() {
   return { handler, opened, closes, closeErrors, handlerErrors };
 }
 
+/** Opens `n` connections to `l` at once and waits for open() of each; if some fail, closes the rest and throws. */
+async function openAll(l: Listener, opened: readonly unknown[], n: number): Promise<Conn[]> {
+  const settled = await Promise.allSettled(Array.from({ length: n }, () => connect(l.port, "127.0.0.1", 30_000)));
+  const conns = settled.filter((r): r is PromiseFulfilledResult<Conn> => r.status === "fulfilled").map((r) => r.value);
+  if (conns.length < n) {
+    for (const c of conns) c.sock.destroy();
+    throw new Error(`${n - conns.length}/${n} connects failed; stats ${fmt(l.stats())}`);
+  }
+  await waitFor(() => opened.length === n, () => `open() for every connection (${opened.length}); stats ${fmt(l.stats())}`, { timeoutMs: 30_000 });
+  return conns;
+}
+
 interface Variant {
   name: string;
   conns: number;
@@ -293,15 +305,7 @@ describe.each([...BACKENDS])("reliability: handler mode (listen + js-echo) [%s]"
     async () => {
       const h = countingEcho();
       const l = startEcho(backend, { socket: h.handler });
-      const settled = await Promise.allSettled(Array.from({ length: RESET_CONNS }, () => connect(l.port, "127.0.0.1", 30_000)));
-      const conns = settled.filter((r): r is PromiseFulfilledResult<Conn> => r.status === "fulfilled").map((r) => r.value);
-      if (conns.length < RESET_CONNS) {
-        for (const c of conns) c.sock.destroy();
-        throw new Error(`${RESET_CONNS - conns.length}/${RESET_CONNS} connects failed; stats ${fmt(l.stats())}`);
-      }
-      await waitFor(() => h.opened.length === RESET_CONNS, () => `open() for every connection (${h.opened.length}); stats ${fmt(l.stats())}`, {
-        timeoutMs: 30_000,
-      });
+      const conns = await openAll(l, h.opened, RESET_CONNS);
 
       // Every client resets, and this thread (the handlers' thread) stays busy, taking no event, until
       // the loop has closed them all or closes no more (epoll notices a reset only by reading, and it
@@ -358,15 +362,7 @@ describe.each([...BACKENDS])("reliability: handler mode (listen + js-echo) [%s]"
         },
       };
       const l = startEcho(backend, { socket: handler });
-      const settled = await Promise.allSettled(Array.from({ length: RESET_CONNS }, () => connect(l.port, "127.0.0.1", 30_000)));
-      const conns = settled.filter((r): r is PromiseFulfilledResult<Conn> => r.status === "fulfilled").map((r) => r.value);
-      if (conns.length < RESET_CONNS) {
-        for (const c of conns) c.sock.destroy();
-        throw new Error(`${RESET_CONNS - conns.length}/${RESET_CONNS} connects failed; stats ${fmt(l.stats())}`);
-      }
-      await waitFor(() => h.opened.length === RESET_CONNS, () => `open() for every connection (${h.opened.length}); stats ${fmt(l.stats())}`, {
-        timeoutMs: 30_000,
-      });
+      const conns = await openAll(l, h.opened, RESET_CONNS);
       // Every client sends its FIN, and this thread takes no event until the loop writes no more: the
       // END events past the ring's reserve must wait in the loop (before, io_uring dropped them, and
       // those connections stayed open).
