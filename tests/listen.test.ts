@@ -13,7 +13,7 @@ import { echoHandler, type EchoState } from "../examples/js-echo.ts";
 import { JS_RX_BYTES } from "../ffi/server.ts";
 import { listen, type Listener, type ListenOptions, type Socket } from "../src/index.ts";
 import { echoMany, echoOnce, echoStream } from "./helpers/clients.ts";
-import { hasIPv6Loopback } from "./helpers/proc.ts";
+import { hasIPv6Loopback, tcpQueues } from "./helpers/proc.ts";
 import { Pattern, PATTERN_LEN } from "./helpers/prng.ts";
 import { KiB, MiB, testTimeout } from "./helpers/scale.ts";
 import { BACKENDS, backendAvailable, type Backend, stopListenersAfterEach } from "./helpers/server.ts";
@@ -990,7 +990,23 @@ describe("listen(): room and pool limits", () => {
     stalled.pause();
     stalled.on("error", () => undefined);
     try {
-      await waitFor(() => l.stats().shortSends + l.stats().sendEagain > 0, "the kernel full for the non-reading peer");
+      await new Promise((r) => stalled.once("connect", r));
+      // The kernel is full for the non-reading peer once the server's socket holds bytes it cannot
+      // send, the same count over 5 looks 20 ms apart. (Counters do not tell: epoll counts EAGAIN, but
+      // an io_uring send that finds no room just waits, and the one before may not have been short.)
+      let last = -1;
+      let still = 0;
+      await waitFor(
+        () => {
+          const q = tcpQueues(l.port, stalled.localPort!);
+          const held = q !== undefined && q.tx > 0 && q.tx === last ? q.tx : 0;
+          still = held > 0 ? still + 1 : 0;
+          last = q?.tx ?? -1;
+          return still >= 5;
+        },
+        () => `the kernel full for the non-reading peer (server socket's queue ${JSON.stringify(tcpQueues(l.port, stalled.localPort!))}; ${JSON.stringify(l.stats())})`,
+        { intervalMs: 20 },
+      );
       const it0 = l.stats().loopIterations;
       const t0 = performance.now();
       expect(await echoOnce(l.port, "hello", "127.0.0.1", 3_000)).toBe("hello");

@@ -1,8 +1,8 @@
 /**
  * Readings from /proc, for leak checks and resource measurements: the open fds of this or any
  * process (listed, counted, diffed, awaited back to a baseline: clients the test made close a tick
- * later), this process's threads and RSS, a process's CPU time, LISTEN sockets on a port, and
- * whether the machine has an IPv6 loopback.
+ * later), this process's threads and RSS, a process's CPU time, LISTEN sockets on a port, a TCP
+ * socket's send and receive queues, and whether the machine has an IPv6 loopback.
  */
 import { spawnSync } from "node:child_process";
 import { readdirSync, readFileSync, readlinkSync } from "node:fs";
@@ -88,10 +88,8 @@ export function cpuSeconds(pid: Pid): number {
   return (Number(fields[11]) + Number(fields[12])) / clockTicks();
 }
 
-/** LISTEN sockets on a port, from /proc/net/tcp{,6}. */
-export function listenersOn(port: number): number {
-  const hex = port.toString(16).toUpperCase().padStart(4, "0");
-  let n = 0;
+/** The columns of every TCP socket in /proc/net/tcp{,6} (local, remote, state, tx:rx queue, …). */
+function* tcpSockets(): Generator<string[]> {
   for (const f of ["/proc/net/tcp", "/proc/net/tcp6"]) {
     let text = "";
     try {
@@ -101,10 +99,32 @@ export function listenersOn(port: number): number {
     }
     for (const line of text.split("\n").slice(1)) {
       const cols = line.trim().split(/\s+/);
-      if (cols.length > 3 && cols[1]!.endsWith(`:${hex}`) && cols[3] === "0A") n++;
+      if (cols.length > 4) yield cols;
     }
   }
+}
+
+const portHex = (port: number) => `:${port.toString(16).toUpperCase().padStart(4, "0")}`;
+
+/** LISTEN sockets on a port, from /proc/net/tcp{,6}. */
+export function listenersOn(port: number): number {
+  let n = 0;
+  for (const cols of tcpSockets()) if (cols[1]!.endsWith(portHex(port)) && cols[3] === "0A") n++;
   return n;
+}
+
+/**
+ * The queues of the established socket from localPort to remotePort: tx = bytes written and not yet
+ * acknowledged by the peer (held back by a closed window when the peer does not read), rx = bytes
+ * received and not yet read. Undefined if there is no such socket.
+ */
+export function tcpQueues(localPort: number, remotePort: number): { tx: number; rx: number } | undefined {
+  for (const cols of tcpSockets()) {
+    if (cols[3] !== "01" || !cols[1]!.endsWith(portHex(localPort)) || !cols[2]!.endsWith(portHex(remotePort))) continue;
+    const [tx, rx] = cols[4]!.split(":").map((h) => parseInt(h, 16));
+    return { tx: tx!, rx: rx! };
+  }
+  return undefined;
 }
 
 /** The machine has the IPv6 loopback address ::1 (else IPv6 cases are skipped). */
