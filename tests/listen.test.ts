@@ -990,7 +990,7 @@ describe("listen(): room and pool limits", () => {
     stalled.pause();
     stalled.on("error", () => undefined);
     try {
-      await new Promise((r) => stalled.once("connect", r));
+      await withTimeout(new Promise((r) => stalled.once("connect", r)), 5_000, "the non-reading peer connects");
       // The kernel is full for the non-reading peer once the server's socket holds bytes it cannot
       // send, the same count over 5 looks 20 ms apart. (Counters do not tell: epoll counts EAGAIN, but
       // an io_uring send that finds no room just waits, and the one before may not have been short.)
@@ -998,10 +998,9 @@ describe("listen(): room and pool limits", () => {
       let still = 0;
       await waitFor(
         () => {
-          const q = tcpQueues(l.port, stalled.localPort!);
-          const held = q !== undefined && q.tx > 0 && q.tx === last ? q.tx : 0;
-          still = held > 0 ? still + 1 : 0;
-          last = q?.tx ?? -1;
+          const tx = tcpQueues(l.port, stalled.localPort!)?.tx ?? 0;
+          still = tx > 0 && tx === last ? still + 1 : 0;
+          last = tx;
           return still >= 5;
         },
         () => `the kernel full for the non-reading peer (server socket's queue ${JSON.stringify(tcpQueues(l.port, stalled.localPort!))}; ${JSON.stringify(l.stats())})`,
